@@ -1,0 +1,1 @@
+"""HTTP surfaces: the native /v1 API, OAuth tokens, and (later) the seed adapters."""

@@ -1,0 +1,1 @@
+"""The native /v1 REST API."""

@@ -1,0 +1,88 @@
+"""RFC 9457 problem details: the native surface's one error format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stockbell.domain.errors import StockbellError
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://stockbell.dev/problems/"
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem(status: int, title: str, detail: str | None, *, code: str, instance: str | None = None,
+            errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": TYPE_BASE + code, "title": title, "status": status,
+                            "detail": detail, "instance": instance}
+    if errors is not None:
+        body["errors"] = errors
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return "/" + "/".join(parts)
+
+
+async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StockbellError)
+    errors = [{"pointer": "/" + exc.field.replace(".", "/"), "detail": exc.detail}] \
+        if exc.field else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(exc.status, exc.title, exc.detail, code=exc.code,
+                   instance=request.url.path, errors=errors, headers=headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errs = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errs):
+        return problem(400, "Malformed JSON", "the request body is not valid JSON",
+                       code="malformed_json", instance=request.url.path)
+    errors = [{"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg"))}
+              for e in errs]
+    first = errors[0] if errors else {"pointer": "/", "detail": "invalid request"}
+    return problem(422, "Invalid input", f"{first['pointer']}: {first['detail']}",
+                   code="validation_error", instance=request.url.path, errors=errors)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+              413: "Payload too large", 415: "Unsupported media type"}
+    title = titles.get(exc.status_code, "Error")
+    return problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_"),
+                   instance=request.url.path, headers=getattr(exc, "headers", None))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(StockbellError, _on_domain)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": desc}
+    for code, desc in (
+        (400, "Malformed request"), (401, "Missing, invalid or expired token"),
+        (403, "The key may not do this"), (404, "Not found"), (409, "Conflict"),
+        (413, "Body over the size limit"), (422, "Invalid input"),
+    )
+}

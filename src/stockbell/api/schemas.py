@@ -1,0 +1,266 @@
+"""Request and response bodies of the native API (their JSON Schema is the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+
+from stockbell.domain.stock import StockState
+
+# No NUL bytes (PostgreSQL cannot store them) and lengths that fit the columns.
+_NO_NUL = r"^[^\x00]*$"
+Code = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_NUL)]
+Short = Annotated[str, StringConstraints(max_length=64, pattern=_NO_NUL)]
+Name = Annotated[str, StringConstraints(max_length=200, pattern=_NO_NUL)]
+LongText = Annotated[str, StringConstraints(max_length=10_000, pattern=_NO_NUL)]
+Ref = Annotated[str, StringConstraints(max_length=500, pattern=_NO_NUL)]
+Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+# Quantities travel as decimal strings ("12.375"); integers are accepted too.
+Quantity = Annotated[
+    str | int,
+    Field(description="A decimal number, as a string (\"12.375\") or an integer"),
+]
+JsonObject = dict[str, Any]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PriceBreakIn(Strict):
+    quantity: Annotated[int, Field(ge=1, le=10**9, strict=True)]
+    price: Annotated[Decimal, Field(ge=0, le=10**12, decimal_places=6)]
+
+
+class PricingIn(Strict):
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    price_breaks: list[PriceBreakIn] = []
+
+
+class ItemIn(Strict):
+    title: LongText | None = None
+    variant_title: LongText | None = None
+    upc: Short | None = None
+    product_id: Name | None = None
+    variant_id: Name | None = None
+    size: Short | None = None
+    width: Short | None = None
+    part_number: Name | None = None
+    generic_part_number: Name | None = None
+    pricing: list[PricingIn] = []
+    attributes: JsonObject = {}
+
+
+class PriceBreakOut(BaseModel):
+    quantity: int
+    price: str
+
+
+class PricingOut(BaseModel):
+    currency: str
+    price_breaks: list[PriceBreakOut]
+
+
+class ItemOut(BaseModel):
+    id: str
+    sku_code: str
+    title: str | None
+    variant_title: str | None
+    upc: str | None
+    product_id: str | None
+    variant_id: str | None
+    size: str | None
+    width: str | None
+    part_number: str | None
+    generic_part_number: str | None
+    pricing: list[PricingOut]
+    attributes: JsonObject
+    created_at: str
+    updated_at: str
+
+
+class LocationIn(Strict):
+    name: LongText | None = None
+
+
+class LocationOut(BaseModel):
+    code: str
+    name: str | None
+    created_at: str
+    updated_at: str
+
+
+class MarketIn(Strict):
+    name: LongText | None = None
+    locations: Annotated[list[Code], Field(max_length=1000)] = []
+
+
+class MarketOut(BaseModel):
+    code: str
+    name: str | None
+    locations: list[str]
+    created_at: str
+    updated_at: str
+
+
+class CountIn(Strict):
+    type: Literal["count"]
+    sku_code: Code
+    location: Code
+    state: StockState = StockState.IN_STOCK
+    quantity: Quantity
+    occurred_at: datetime | None = None
+
+
+class AdjustmentIn(Strict):
+    type: Literal["adjustment"]
+    sku_code: Code
+    location: Code
+    from_state: StockState
+    to_state: StockState
+    quantity: Quantity
+    occurred_at: datetime | None = None
+
+
+ChangeIn = Annotated[CountIn | AdjustmentIn, Field(discriminator="type")]
+
+
+class ChangesIn(Strict):
+    changes: Annotated[list[ChangeIn], Field(min_length=1, max_length=1000)]
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255,
+                                                      pattern=_NO_NUL)] | None = None
+
+
+class CountOut(BaseModel):
+    state: str
+    quantity: str
+
+
+class ChangeOut(BaseModel):
+    type: str
+    sku_code: str
+    location: str
+    applied: bool
+    occurred_at: str
+    counts: list[CountOut]
+
+
+class ChangesOut(BaseModel):
+    changes: list[ChangeOut]
+    applied: int
+    ignored: int
+    notifications: int
+
+
+class ScopeOut(BaseModel):
+    type: Literal["all", "location", "market"]
+    code: str | None
+
+
+class ScopeAvailability(ScopeOut):
+    availability: str
+
+
+class LocationStock(BaseModel):
+    location: str
+    quantities: dict[str, str]
+
+
+class InventoryOut(BaseModel):
+    sku_code: str
+    locations: list[LocationStock]
+    availability: list[ScopeAvailability]
+
+
+class CustomerIn(Strict):
+    email: Email | None = None
+    external_id: Name | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    attributes: JsonObject = {}
+
+
+class CustomerOut(BaseModel):
+    email: str | None
+    external_id: str | None
+    first_name: str | None
+    last_name: str | None
+    attributes: JsonObject
+
+
+class SubscriptionIn(Strict):
+    sku_code: Code
+    location: Code | None = None
+    market: Code | None = None
+    threshold: Quantity = 1
+    customer: CustomerIn | None = None
+    auto_resubscribe: StrictBool = False
+    expires_at: datetime | None = None
+    reference: Ref | None = None
+    reference_origin: Ref | None = None
+    metadata: JsonObject = {}
+
+
+class SubscriptionPatchIn(Strict):
+    threshold: Quantity | None = None
+    customer: CustomerIn | None = None
+    auto_resubscribe: StrictBool | None = None
+    expires_at: datetime | None = None
+    reference: Ref | None = None
+    reference_origin: Ref | None = None
+    metadata: JsonObject | None = None
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    status: Literal["active", "notified", "inactive", "expired", "cancelled"]
+    sku_code: str
+    scope: ScopeOut
+    threshold: str
+    customer: CustomerOut
+    auto_resubscribe: bool
+    expires_at: str | None
+    reference: str | None
+    reference_origin: str | None
+    metadata: JsonObject
+    notify_count: int
+    notified_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    occurred_at: str
+    created_at: str
+    sequence: int | None
+    data: JsonObject
+
+
+class ItemPage(BaseModel):
+    data: list[ItemOut]
+    next_cursor: str | None
+
+
+class LocationPage(BaseModel):
+    data: list[LocationOut]
+    next_cursor: str | None
+
+
+class MarketPage(BaseModel):
+    data: list[MarketOut]
+    next_cursor: str | None
+
+
+class SubscriptionPage(BaseModel):
+    data: list[SubscriptionOut]
+    next_cursor: str | None
+
+
+class EventPage(BaseModel):
+    data: list[EventOut]
+    next_cursor: str | None

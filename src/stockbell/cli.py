@@ -1,0 +1,124 @@
+"""The `stockbell` command: serve, migrate, accounts, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+
+from stockbell.config import get_settings
+from stockbell.domain.accounts import Mode
+from stockbell.domain.errors import StockbellError
+from stockbell.service import accounts as accounts_service
+from stockbell.service.ports import UnitOfWork
+from stockbell.store.database import SqlDatabase
+from stockbell.store.migrate import upgrade
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Stockbell: back-in-stock notifications and inventory webhooks.",
+                  no_args_is_help=True, add_completion=False)
+accounts_app = typer.Typer(help="Manage merchant accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="Issue API keys.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+    )
+
+
+def _run(work: Callable[[UnitOfWork], Awaitable[T]], migrate: bool = True) -> T:
+    settings = get_settings()
+    if migrate:
+        upgrade(settings.db_url)
+
+    async def go() -> T:
+        db = SqlDatabase(settings.db_url, synchronous=settings.sqlite_synchronous, pool_size=1)
+        try:
+            return await db.run(work)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except StockbellError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    no_dispatcher: Annotated[bool, typer.Option(
+        "--no-dispatcher", help="Serve the API only; run `stockbell worker` elsewhere.")] = False,
+) -> None:
+    """Run the HTTP API (and, by default, the webhook dispatcher) in this process.
+
+    On SQLite the schema is migrated on start; on PostgreSQL run `stockbell migrate` first.
+    """
+    import uvicorn
+
+    from stockbell.api.app import create_app
+
+    settings = get_settings()
+    _logging(settings.log_level)
+    console.print(f"[bold]Stockbell[/bold] database: {settings.db_url}")
+    console.print(f"Listening on [bold]http://{host}:{port}[/bold]  (API docs at /docs)")
+    console.print("Get a key: stockbell accounts create shop && "
+                  "stockbell keys create --account shop --mode test")
+    if no_dispatcher:
+        console.print("Dispatcher disabled (--no-dispatcher).")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level,
+                access_log=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) to STOCKBELL_DATABASE_URL."""
+    url = get_settings().db_url
+    upgrade(url)
+    console.print(f"Schema is up to date on {url}")
+
+
+@accounts_app.command("create")
+def accounts_create(name: Annotated[str, typer.Argument(help="Account (merchant) name.")]) -> None:
+    """Create a merchant account."""
+    account_id = _run(lambda uow: accounts_service.create_account(uow, name))
+    console.print(f"Created account [bold]{name}[/bold] (id {account_id})")
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account name.")],
+    mode: Annotated[Mode, typer.Option(help="test or live; a key only sees its mode's data.")],
+    publishable: Annotated[bool, typer.Option(
+        "--publishable", help="A storefront key that may only create subscriptions.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Issue an API key: prints client_id and client_secret (shown once, stored hashed)."""
+    key = _run(lambda uow: accounts_service.create_key(uow, account, mode, publishable))
+    out = {"account": key.account, "mode": key.mode.value, "client_id": key.client_id,
+           "client_secret": key.client_secret, "publishable": key.publishable}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(f"client_id:     {key.client_id}")
+    typer.echo(f"client_secret: {key.client_secret}")
+    console.print("Use the secret as `Authorization: Bearer <client_secret>`, or exchange both "
+                  "at POST /oauth/token. It is not shown again.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Pure model and rules. Imports nothing but the standard library and itself."""

@@ -1,0 +1,45 @@
+"""Exact decimal quantities as scaled integers (micro-units).
+
+SQLite has no decimal type, so both databases store integers; threshold range queries then
+compare integers exactly on either database.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from stockbell.domain.errors import InvalidInput
+
+SCALE = 1_000_000
+PLACES = 6
+# Fits comfortably in a signed 64-bit column after scaling.
+MAX_ABS = 10**12
+
+
+def to_micro(value: str | int | float | Decimal, *, field: str = "quantity") -> int:
+    """Parse a client quantity ("12.375", 3, 2.5) into micro-units, refusing inexact input."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field} must be a decimal number", field=field)
+    try:
+        dec = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(
+            f"{field} must be a decimal number, got {value!r}", field=field
+        ) from None
+    if not dec.is_finite():
+        raise InvalidInput(f"{field} must be a finite decimal number", field=field)
+    scaled = dec * SCALE
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(f"{field} has more than {PLACES} decimal places", field=field)
+    if abs(dec) > MAX_ABS:
+        raise InvalidInput(f"{field} is out of range (at most {MAX_ABS})", field=field)
+    return int(scaled)
+
+
+def from_micro(micro: int) -> str:
+    """Render micro-units as the shortest exact decimal string ("12.375", "3", "-0.5")."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), SCALE)
+    if frac == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:06d}".rstrip("0")

@@ -1,0 +1,44 @@
+"""Where availability is summed: one location, one market, or every location of the account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ScopeKind(StrEnum):
+    ALL = "all"
+    LOCATION = "location"
+    MARKET = "market"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    kind: ScopeKind
+    ref: int | None = None  # internal id of the location or market
+
+    @property
+    def key(self) -> str:
+        """A compact, ordered key stored next to availability and subscription rows."""
+        if self.kind is ScopeKind.ALL:
+            return "*"
+        return f"{'L' if self.kind is ScopeKind.LOCATION else 'M'}:{self.ref}"
+
+    @staticmethod
+    def from_key(key: str) -> Scope:
+        if key == "*":
+            return ALL
+        tag, _, ref = key.partition(":")
+        return Scope(ScopeKind.LOCATION if tag == "L" else ScopeKind.MARKET, int(ref))
+
+
+ALL = Scope(ScopeKind.ALL)
+
+
+def scopes_of_location(location_id: int, market_ids: frozenset[int] | set[int]) -> list[Scope]:
+    """Every scope whose availability includes stock at this location."""
+    return [
+        ALL,
+        Scope(ScopeKind.LOCATION, location_id),
+        *(Scope(ScopeKind.MARKET, m) for m in sorted(market_ids)),
+    ]

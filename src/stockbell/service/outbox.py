@@ -1,0 +1,24 @@
+"""Persisting the events a use case produced, inside its transaction (transactional outbox)."""
+
+from __future__ import annotations
+
+from stockbell.domain.accounts import Tenant
+from stockbell.domain.events import Event
+from stockbell.service.ports import UnitOfWork
+
+
+async def persist_events(uow: UnitOfWork, tenant: Tenant, events: list[Event]) -> None:
+    """Give each event the next per-item sequence so receivers can drop stale notices."""
+    per_item: dict[int, int] = {}
+    for e in events:
+        if e.item_id is not None:
+            per_item[e.item_id] = per_item.get(e.item_id, 0) + 1
+    if per_item:
+        last = await uow.catalog.bump_sequences(per_item)
+        nxt = {i: last[i] - n + 1 for i, n in per_item.items()}
+        for e in events:
+            if e.item_id is not None:
+                e.sequence = nxt[e.item_id]
+                nxt[e.item_id] += 1
+    if events:
+        await uow.events.add_many(tenant, events)

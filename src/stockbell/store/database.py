@@ -1,0 +1,75 @@
+"""The unit of work: one connection, one transaction, every repository bound to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from stockbell.service.ports import UnitOfWork
+from stockbell.store.engine import create_engine, is_sqlite
+from stockbell.store.repos.accounts import SqlAccounts
+from stockbell.store.repos.catalog import SqlCatalog
+from stockbell.store.repos.events import SqlEvents
+from stockbell.store.repos.idempotency import SqlIdempotency
+from stockbell.store.repos.stock import SqlStock
+from stockbell.store.repos.subscriptions import SqlSubscriptions
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+# serialization_failure, deadlock_detected
+_TRANSIENT = {"40001", "40P01"}
+
+
+class SqlUnitOfWork:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.accounts = SqlAccounts(conn)
+        self.catalog = SqlCatalog(conn)
+        self.stock = SqlStock(conn)
+        self.subscriptions = SqlSubscriptions(conn)
+        self.events = SqlEvents(conn)
+        self.idempotency = SqlIdempotency(conn)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in _TRANSIENT or isinstance(exc, IntegrityError)
+
+
+class SqlDatabase:
+    def __init__(self, url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self.engine: AsyncEngine = create_engine(url, synchronous=synchronous,
+                                                 pool_size=pool_size)
+        # SQLite has one writer: queue transactions in-process rather than spin on SQLITE_BUSY.
+        self._lock = asyncio.Lock() if self.sqlite else None
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run `work` in one transaction; retry once, transparently, on a transient conflict
+        (serialization failure, deadlock, or a unique-key race such as a concurrent
+        idempotent retry)."""
+        for attempt in (1, 2):
+            try:
+                return await self._once(work)
+            except DBAPIError as exc:
+                if attempt == 2 or not _transient(exc):
+                    raise
+                log.info("transaction.retry", reason=str(exc.orig)[:200])
+        raise AssertionError("unreachable")
+
+    async def _once(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        if self._lock is None:
+            async with self.engine.begin() as conn:
+                return await work(SqlUnitOfWork(conn))
+        async with self._lock, self.engine.begin() as conn:
+            return await work(SqlUnitOfWork(conn))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

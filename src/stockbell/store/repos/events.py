@@ -1,0 +1,53 @@
+"""The event log (transactional outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stockbell.domain.accounts import Tenant
+from stockbell.domain.events import Event
+from stockbell.service.clock import utcnow
+from stockbell.service.ids import new_id
+from stockbell.service.pagination import PageRequest
+from stockbell.store.tables import events
+
+
+class SqlEvents:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add_many(self, tenant: Tenant, batch: Sequence[Event]) -> None:
+        now = utcnow()
+        rows = []
+        for e in batch:
+            e.id = e.id or new_id("evt")
+            e.created_at = now
+            rows.append({
+                "id": e.id, "account_id": tenant.account_id, "mode": tenant.mode.value,
+                "type": e.type, "item_id": e.item_id, "sequence": e.sequence,
+                "occurred_at": e.occurred_at, "created_at": now, "data": e.data,
+            })
+        if rows:
+            await self.conn.execute(sa.insert(events), rows)
+
+    async def page(self, tenant: Tenant, filters: dict[str, Any],
+                   page: PageRequest) -> list[tuple[int, Event]]:
+        stmt = sa.select(events).where(
+            events.c.account_id == tenant.account_id, events.c.mode == tenant.mode.value
+        )
+        if "type" in filters:
+            stmt = stmt.where(events.c.type == filters["type"])
+        if "created_after" in filters:
+            stmt = stmt.where(events.c.created_at > filters["created_after"])
+        if page.after is not None:
+            stmt = stmt.where(events.c.pk > page.after)
+        res = await self.conn.execute(stmt.order_by(events.c.pk).limit(page.limit))
+        return [
+            (r.pk, Event(r.type, r.occurred_at, r.data, item_id=r.item_id, sequence=r.sequence,
+                         id=r.id, created_at=r.created_at, pk=r.pk))
+            for r in res
+        ]

@@ -1,0 +1,148 @@
+"""Subscriptions, including the restock rule's range query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stockbell.domain.accounts import Mode, Tenant
+from stockbell.domain.scope import Scope
+from stockbell.domain.subscription import Customer, Status, Subscription
+from stockbell.service.pagination import PageRequest
+from stockbell.store.tables import items, locations, markets, subscriptions
+
+s = subscriptions
+
+_SCOPE_CODE = sa.case(
+    (s.c.scope_key.like("L:%"),
+     sa.select(locations.c.code)
+     .where(sa.cast(locations.c.id, sa.String) == sa.func.substr(s.c.scope_key, 3))
+     .scalar_subquery()),
+    (s.c.scope_key.like("M:%"),
+     sa.select(markets.c.code)
+     .where(sa.cast(markets.c.id, sa.String) == sa.func.substr(s.c.scope_key, 3))
+     .scalar_subquery()),
+    else_=sa.null(),
+)
+
+_SELECT = (
+    sa.select(s, items.c.sku_code, _SCOPE_CODE.label("scope_code"))
+    .join(items, items.c.id == s.c.item_id)
+)
+
+
+def _sub(m: Any) -> Subscription:
+    return Subscription(
+        id=m["id"], item_id=m["item_id"], scope=Scope.from_key(m["scope_key"]),
+        threshold=m["threshold"], status=Status(m["status"]),
+        customer=Customer(m["customer_email"], m["customer_external_id"],
+                          m["customer_first_name"], m["customer_last_name"],
+                          m["customer_attributes"] or {}),
+        auto_resubscribe=m["auto_resubscribe"], expires_at=m["expires_at"],
+        reference=m["reference"], reference_origin=m["reference_origin"],
+        metadata=m["metadata"] or {}, created_at=m["created_at"], updated_at=m["updated_at"],
+        notified_at=m["notified_at"], notify_count=m["notify_count"], pk=m["pk"],
+        sku_code=m.get("sku_code"), scope_code=m.get("scope_code"),
+    )
+
+
+def _values(sub: Subscription) -> dict[str, Any]:
+    c = sub.customer
+    return {
+        "threshold": sub.threshold, "status": sub.status.value,
+        "customer_email": c.email, "customer_external_id": c.external_id,
+        "customer_first_name": c.first_name, "customer_last_name": c.last_name,
+        "customer_attributes": c.attributes, "auto_resubscribe": sub.auto_resubscribe,
+        "expires_at": sub.expires_at, "reference": sub.reference,
+        "reference_origin": sub.reference_origin, "metadata": sub.metadata,
+        "notify_count": sub.notify_count, "notified_at": sub.notified_at,
+        "updated_at": sub.updated_at,
+    }
+
+
+class SqlSubscriptions:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, tenant: Tenant, sub: Subscription) -> Subscription:
+        res = await self.conn.execute(
+            sa.insert(s).values(
+                id=sub.id, account_id=tenant.account_id, mode=tenant.mode.value,
+                item_id=sub.item_id, scope_key=sub.scope.key, created_at=sub.created_at,
+                **_values(sub),
+            ).returning(s.c.pk)
+        )
+        sub.pk = int(res.scalar_one())
+        return sub
+
+    async def get(self, tenant: Tenant, sub_id: str) -> Subscription | None:
+        res = await self.conn.execute(
+            _SELECT.where(s.c.id == sub_id, s.c.account_id == tenant.account_id,
+                          s.c.mode == tenant.mode.value)
+        )
+        row = res.first()
+        return _sub(row._mapping) if row else None
+
+    async def page(self, tenant: Tenant, filters: dict[str, Any],
+                   page: PageRequest) -> list[tuple[int, Subscription]]:
+        stmt = _SELECT.where(s.c.account_id == tenant.account_id,
+                             s.c.mode == tenant.mode.value)
+        if "status" in filters:
+            stmt = stmt.where(s.c.status == filters["status"].value)
+        if "sku_code" in filters:
+            stmt = stmt.where(items.c.sku_code == filters["sku_code"])
+        if page.after is not None:
+            stmt = stmt.where(s.c.pk > page.after)
+        res = await self.conn.execute(stmt.order_by(s.c.pk).limit(page.limit))
+        return [(r.pk, _sub(r._mapping)) for r in res]
+
+    async def update(self, sub: Subscription) -> None:
+        await self.conn.execute(sa.update(s).where(s.c.pk == sub.pk).values(**_values(sub)))
+
+    async def crossing(self, item_id: int, scope_key: str, low: int,
+                       high: int) -> list[Subscription]:
+        """Active subscriptions of one (item, scope) whose threshold lies in (low, high]:
+        an index range scan on ix_subscriptions_crossing, oldest first."""
+        res = await self.conn.execute(
+            sa.select(s).where(
+                s.c.item_id == item_id, s.c.scope_key == scope_key,
+                s.c.status == Status.ACTIVE.value,
+                s.c.threshold > low, s.c.threshold <= high,
+            ).order_by(s.c.pk)
+        )
+        return [_sub(r._mapping) for r in res]
+
+    async def set_statuses(self, changes: Sequence[tuple[int, Status, bool]],
+                           now: datetime) -> None:
+        fired = [{"b_pk": pk, "b_status": st.value} for pk, st, f in changes if f]
+        other = [{"b_pk": pk, "b_status": st.value} for pk, st, f in changes if not f]
+        if fired:
+            await self.conn.execute(
+                sa.update(s).where(s.c.pk == sa.bindparam("b_pk")).values(
+                    status=sa.bindparam("b_status"), notify_count=s.c.notify_count + 1,
+                    notified_at=now, updated_at=now,
+                ),
+                fired,
+            )
+        if other:
+            await self.conn.execute(
+                sa.update(s).where(s.c.pk == sa.bindparam("b_pk")).values(
+                    status=sa.bindparam("b_status"), updated_at=now,
+                ),
+                other,
+            )
+
+    async def due_to_expire(self, now: datetime,
+                            limit: int) -> list[tuple[Tenant, Subscription]]:
+        res = await self.conn.execute(
+            _SELECT.where(
+                s.c.status.in_([Status.ACTIVE.value, Status.INACTIVE.value,
+                                Status.NOTIFIED.value]),
+                s.c.expires_at.is_not(None), s.c.expires_at <= now,
+            ).order_by(s.c.pk).limit(limit)
+        )
+        return [(Tenant(r.account_id, Mode(r.mode)), _sub(r._mapping)) for r in res]

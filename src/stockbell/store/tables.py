@@ -1,0 +1,193 @@
+"""The schema. Quantities and thresholds are integer micro-units; times are UTC micros."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from stockbell.store.types import BigPK, UtcMicros
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Mode = sa.String(8)
+
+
+def _tenant() -> list[sa.Column[object]]:
+    return [
+        sa.Column("account_id", sa.BigInteger, sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("mode", Mode, nullable=False),
+    ]
+
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", UtcMicros, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    *_tenant(),
+    sa.Column("client_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("publishable", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcMicros, nullable=False),
+)
+
+server_secrets = sa.Table(
+    "server_secrets", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+
+items = sa.Table(
+    "items", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    *_tenant(),
+    sa.Column("public_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("sku_code", sa.String(200), nullable=False),
+    sa.Column("title", sa.Text),
+    sa.Column("variant_title", sa.Text),
+    sa.Column("upc", sa.String(64)),
+    sa.Column("product_id", sa.String(200)),
+    sa.Column("variant_id", sa.String(200)),
+    sa.Column("size", sa.String(64)),
+    sa.Column("width", sa.String(64)),
+    sa.Column("part_number", sa.String(200)),
+    sa.Column("generic_part_number", sa.String(200)),
+    sa.Column("pricing", sa.JSON, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("sequence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    sa.UniqueConstraint("account_id", "mode", "sku_code"),
+    sa.Index("ix_items_upc", "account_id", "mode", "upc"),
+    sa.Index("ix_items_product", "account_id", "mode", "product_id", "variant_id"),
+    sa.Index("ix_items_part", "account_id", "mode", "part_number"),
+)
+
+locations = sa.Table(
+    "locations", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    *_tenant(),
+    sa.Column("code", sa.String(200), nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    sa.UniqueConstraint("account_id", "mode", "code"),
+)
+
+markets = sa.Table(
+    "markets", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    *_tenant(),
+    sa.Column("code", sa.String(200), nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    sa.UniqueConstraint("account_id", "mode", "code"),
+)
+
+market_locations = sa.Table(
+    "market_locations", metadata,
+    sa.Column("market_id", sa.BigInteger, sa.ForeignKey("markets.id"), primary_key=True),
+    sa.Column("location_id", sa.BigInteger, sa.ForeignKey("locations.id"), primary_key=True),
+    sa.Index("ix_market_locations_location", "location_id"),
+)
+
+stock = sa.Table(
+    "stock", metadata,
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("location_id", sa.BigInteger, sa.ForeignKey("locations.id"), primary_key=True),
+    sa.Column("state", sa.String(40), primary_key=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("counted_at", UtcMicros),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+)
+
+# Materialised sum of IN_STOCK per (item, scope); scope_key is "*", "L:<id>" or "M:<id>".
+availability = sa.Table(
+    "availability", metadata,
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("scope_key", sa.String(40), primary_key=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+)
+
+inventory_changes = sa.Table(
+    "inventory_changes", metadata,
+    sa.Column("id", BigPK, primary_key=True, autoincrement=True),
+    *_tenant(),
+    sa.Column("item_id", sa.BigInteger, nullable=False),
+    sa.Column("location_id", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(40)),
+    sa.Column("from_state", sa.String(40)),
+    sa.Column("to_state", sa.String(40)),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("occurred_at", UtcMicros, nullable=False),
+    sa.Column("applied", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcMicros, nullable=False),
+)
+
+subscriptions = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    *_tenant(),
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("scope_key", sa.String(40), nullable=False),
+    sa.Column("threshold", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("customer_email", sa.String(320)),
+    sa.Column("customer_external_id", sa.String(200)),
+    sa.Column("customer_first_name", sa.String(200)),
+    sa.Column("customer_last_name", sa.String(200)),
+    sa.Column("customer_attributes", sa.JSON, nullable=False),
+    sa.Column("auto_resubscribe", sa.Boolean, nullable=False),
+    sa.Column("expires_at", UtcMicros),
+    sa.Column("reference", sa.String(500)),
+    sa.Column("reference_origin", sa.String(500)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("notify_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("notified_at", UtcMicros),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    # The restock rule's range query: thresholds in (before, after] for one (item, scope).
+    sa.Index("ix_subscriptions_crossing", "item_id", "scope_key", "status", "threshold"),
+    sa.Index("ix_subscriptions_tenant", "account_id", "mode", "pk"),
+    sa.Index("ix_subscriptions_expiry", "status", "expires_at"),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    *_tenant(),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("item_id", sa.BigInteger),
+    sa.Column("sequence", sa.BigInteger),
+    sa.Column("occurred_at", UtcMicros, nullable=False),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_events_tenant", "account_id", "mode", "pk"),
+    sa.Index("ix_events_tenant_type", "account_id", "mode", "type", "pk"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True),
+    sa.Column("mode", Mode, primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcMicros, nullable=False),
+)
