@@ -80,8 +80,37 @@ def serve(
                   "stockbell keys create --account shop --mode test")
     if no_dispatcher:
         console.print("Dispatcher disabled (--no-dispatcher).")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level,
-                access_log=False)
+    uvicorn.run(create_app(settings, dispatcher=not no_dispatcher), host=host, port=port,
+                log_level=settings.log_level, access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the webhook dispatcher alone (scale out: any number, on PostgreSQL).
+
+    Claims due deliveries with a lease (FOR UPDATE SKIP LOCKED), wakes on LISTEN/NOTIFY,
+    retries on STOCKBELL_RETRY_SCHEDULE. Stops cleanly on SIGINT/SIGTERM.
+    """
+    import signal
+
+    from stockbell.delivery.dispatcher import supervise
+
+    settings = get_settings()
+    _logging(settings.log_level)
+
+    async def go() -> None:
+        db = SqlDatabase(settings.db_url, synchronous=settings.sqlite_synchronous)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"Stockbell worker on {settings.db_url}")
+        try:
+            await supervise(db, settings, stop)
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
 
 
 @app.command()

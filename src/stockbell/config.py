@@ -25,6 +25,20 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "FULL"
     log_level: str = "info"
 
+    # Webhook delivery
+    retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    endpoint_disable_after_seconds: float = 5 * 24 * 3600
+    webhook_allow: str = ""  # CIDRs a webhook may reach although private/loopback
+    delivery_concurrency: int = 64
+    endpoint_concurrency: int = 8
+    delivery_batch: int = 200
+    delivery_lease_seconds: float = 60.0
+    delivery_poll_seconds: float = 1.0
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 10.0
+    total_timeout_seconds: float = 15.0
+    retention_days: float = 30.0
+
     @property
     def db_url(self) -> str:
         return self.database_url or default_database_url()

@@ -7,16 +7,18 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
 
 from stockbell import __version__
-from stockbell.api import auth, problems
+from stockbell.api import auth, metrics, problems
 from stockbell.api.limits import RequestLimits
-from stockbell.api.native import catalog, events, inventory, subscriptions
+from stockbell.api.native import catalog, events, inventory, subscriptions, webhooks
 from stockbell.api.state import AppState
 from stockbell.config import Settings, get_settings
+from stockbell.delivery.dispatcher import sender_for, supervise
 from stockbell.service import subscriptions as subs_service
 from stockbell.store.database import SqlDatabase
 from stockbell.store.migrate import upgrade_async
@@ -37,7 +39,7 @@ async def _sweep_expired(state: AppState) -> None:
 
 
 def create_app(settings: Settings | None = None, *, migrate_sqlite: bool = True,
-               sweep: bool = True) -> FastAPI:
+               sweep: bool = True, dispatcher: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -45,18 +47,25 @@ def create_app(settings: Settings | None = None, *, migrate_sqlite: bool = True,
         db = SqlDatabase(settings.db_url, synchronous=settings.sqlite_synchronous)
         if db.sqlite and migrate_sqlite:
             await upgrade_async(settings.db_url)
-        state = AppState(settings, db)
+        state = AppState(settings, db, sender_for(settings),
+                         disable_after=timedelta(seconds=settings.endpoint_disable_after_seconds))
         state.signing_key = settings.secret_key or await db.run(
             lambda uow: uow.accounts.signing_secret(secrets.token_urlsafe(48)))
         app.state.stockbell = state
         sweeper = asyncio.create_task(_sweep_expired(state)) if sweep else None
+        stop = asyncio.Event()
+        worker = asyncio.create_task(supervise(db, settings, stop)) if dispatcher else None
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await state.sender.close()
             await db.dispose()
 
     app = FastAPI(
@@ -69,7 +78,7 @@ def create_app(settings: Settings | None = None, *, migrate_sqlite: bool = True,
     )
     problems.install(app)
     app.include_router(auth.router)
-    for module in (catalog, inventory, subscriptions, events):
+    for module in (catalog, inventory, subscriptions, events, webhooks, metrics):
         app.include_router(module.router)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

@@ -72,14 +72,36 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
                    instance=request.url.path, headers=getattr(exc, "headers", None))
 
 
+async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette still re-raises `exc` after sending this, so the error is logged as before.
+    return problem(500, "Internal server error", None, code="internal_error",
+                   instance=request.url.path)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StockbellError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unhandled)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # ERROR_RESPONSES point at #/components/schemas/Problem; publish it there.
+        if app.openapi_schema is None:
+            doc = build()
+            doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+                Problem.model_json_schema()
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
+# Not `"model": Problem`: FastAPI would file that schema under application/json, a media type
+# these responses never have, and leave application/problem+json without a schema.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": desc}
+    code: {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+           "description": desc}
     for code, desc in (
         (400, "Malformed request"), (401, "Missing, invalid or expired token"),
         (403, "The key may not do this"), (404, "Not found"), (409, "Conflict"),

@@ -264,3 +264,90 @@ class SubscriptionPage(BaseModel):
 class EventPage(BaseModel):
     data: list[EventOut]
     next_cursor: str | None
+
+
+Url = Annotated[str, StringConstraints(min_length=8, max_length=2048,
+                                       pattern=r"^https?://[^\s\x00]+$")]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_NO_NUL)]
+
+
+class EndpointIn(Strict):
+    url: Url
+    description: LongText | None = None
+    event_types: Annotated[list[EventType], Field(max_length=50)] | None = None
+    enabled: StrictBool = True
+    format: Annotated[str, StringConstraints(max_length=32, pattern=_NO_NUL)] = "native"
+
+
+class EndpointPatchIn(Strict):
+    url: Url | None = None
+    description: LongText | None = None
+    event_types: Annotated[list[EventType], Field(max_length=50)] | None = None
+    enabled: StrictBool | None = None
+    format: Annotated[str, StringConstraints(max_length=32, pattern=_NO_NUL)] | None = None
+
+
+class EndpointOut(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str] | None
+    enabled: bool
+    format: str
+    disabled_reason: str | None
+    failing_since: str | None
+    created_at: str
+    updated_at: str
+
+
+class EndpointWithSecret(EndpointOut):
+    secret: str
+
+
+class EndpointPage(BaseModel):
+    data: list[EndpointOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    attempted_at: str
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryPage(BaseModel):
+    data: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class ReplayIn(Strict):
+    since: datetime
+
+
+class ReplayOut(BaseModel):
+    queued: int
+
+
+class TestOut(BaseModel):
+    status_code: int
+    ok: bool
+    duration_ms: float
+    delivery_id: str
+    event_id: str

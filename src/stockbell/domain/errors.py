@@ -46,3 +46,11 @@ class Forbidden(StockbellError):
     status = 403
     code = "forbidden"
     title = "Forbidden"
+
+
+class Unreachable(StockbellError):
+    """A remote party (a webhook receiver) could not be reached."""
+
+    status = 502
+    code = "receiver_unreachable"
+    title = "Receiver unreachable"

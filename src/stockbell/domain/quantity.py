@@ -14,6 +14,7 @@ SCALE = 1_000_000
 PLACES = 6
 # Fits comfortably in a signed 64-bit column after scaling.
 MAX_ABS = 10**12
+_QUANTUM = Decimal(1).scaleb(-PLACES)
 
 
 def to_micro(value: str | int | float | Decimal, *, field: str = "quantity") -> int:
@@ -28,12 +29,14 @@ def to_micro(value: str | int | float | Decimal, *, field: str = "quantity") -> 
         ) from None
     if not dec.is_finite():
         raise InvalidInput(f"{field} must be a finite decimal number", field=field)
-    scaled = dec * SCALE
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{field} has more than {PLACES} decimal places", field=field)
-    if abs(dec) > MAX_ABS:
+    # Bound first, then compare exactly: `dec * SCALE` rounds to the context's 28 digits (and
+    # overflows or underflows to 0 on huge exponents), which would accept inexact input.
+    if dec.copy_abs() > MAX_ABS:
         raise InvalidInput(f"{field} is out of range (at most {MAX_ABS})", field=field)
-    return int(scaled)
+    exact = dec.quantize(_QUANTUM)
+    if exact != dec:
+        raise InvalidInput(f"{field} has more than {PLACES} decimal places", field=field)
+    return int(exact.scaleb(PLACES))
 
 
 def from_micro(micro: int) -> str:

@@ -151,6 +151,9 @@ class _Firing:
         self.now = now
         self.done: set[int] = set()  # one-shot subscriptions already fired or expired
         self.statuses: list[tuple[int, Status, bool]] = []
+        # notify_count per subscription so far in this batch: `crossing` re-reads rows this batch
+        # only writes at the end, so one firing twice would otherwise report n+1 twice
+        self.counts: dict[int, int] = {}
 
     def decide(self, sub: Subscription) -> tuple[str, Subscription] | None:
         assert sub.pk is not None
@@ -165,7 +168,8 @@ class _Firing:
         if new is not Status.ACTIVE:
             self.done.add(sub.pk)
         sub.status = new
-        sub.notify_count += 1
+        sub.notify_count = self.counts.get(sub.pk, sub.notify_count) + 1
+        self.counts[sub.pk] = sub.notify_count
         sub.notified_at = self.now
         self.statuses.append((sub.pk, new, True))
         return ev.BACK_IN_STOCK, sub

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.events import Event
+from stockbell.service.clock import utcnow
 from stockbell.service.ports import UnitOfWork
 
 
 async def persist_events(uow: UnitOfWork, tenant: Tenant, events: list[Event]) -> None:
-    """Give each event the next per-item sequence so receivers can drop stale notices."""
+    """Store events and one delivery per (event, enabled endpoint that wants it), in the
+    caller's transaction: no event without its deliveries, no delivery without its event.
+    Each event gets the next per-item sequence so receivers can drop stale notices."""
     per_item: dict[int, int] = {}
     for e in events:
         if e.item_id is not None:
@@ -20,5 +23,11 @@ async def persist_events(uow: UnitOfWork, tenant: Tenant, events: list[Event]) -
             if e.item_id is not None:
                 e.sequence = nxt[e.item_id]
                 nxt[e.item_id] += 1
-    if events:
-        await uow.events.add_many(tenant, events)
+    if not events:
+        return
+    await uow.events.add_many(tenant, events)
+    endpoints = await uow.webhooks.enabled(tenant)
+    pairs = [(e.id, ep.pk) for e in events for ep in endpoints
+             if ep.accepts(e.type) and e.id is not None and ep.pk is not None]
+    if pairs:
+        await uow.deliveries.add_many(tenant, pairs, utcnow())

@@ -7,6 +7,7 @@ Repositories never commit; only the unit of work does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -15,6 +16,7 @@ from stockbell.domain.catalog import Item, Location, Market
 from stockbell.domain.events import Event
 from stockbell.domain.stock import AvailabilityKey, Outcome, StockKey, StockLedger
 from stockbell.domain.subscription import Status, Subscription
+from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint
 from stockbell.service.pagination import PageRequest
 
 T = TypeVar("T")
@@ -106,6 +108,51 @@ class IdempotencyRepo(Protocol):
     ) -> None: ...
 
 
+class WebhooksRepo(Protocol):
+    async def add(self, tenant: Tenant, endpoint: Endpoint) -> Endpoint: ...
+    async def get(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None: ...
+    async def by_pks(self, pks: Iterable[int]) -> dict[int, tuple[Tenant, Endpoint]]: ...
+    async def page(self, tenant: Tenant, page: PageRequest) -> list[tuple[int, Endpoint]]: ...
+    async def update(self, endpoint: Endpoint) -> None: ...
+    async def delete(self, endpoint: Endpoint) -> None: ...
+    async def enabled(self, tenant: Tenant) -> list[Endpoint]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A due delivery leased to one dispatcher, with what it needs to send it."""
+
+    pk: int
+    id: str
+    attempts: int
+    endpoint: Endpoint
+    event: Event
+
+
+class DeliveriesRepo(Protocol):
+    async def add_many(
+        self, tenant: Tenant, pairs: Sequence[tuple[str, int]], now: datetime,
+        status: DeliveryStatus = DeliveryStatus.PENDING,
+    ) -> list[tuple[int, str]]: ...
+    async def replay(
+        self, tenant: Tenant, endpoint: Endpoint, since: datetime, now: datetime
+    ) -> int: ...
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]: ...
+    async def add_attempts(self, rows: Sequence[tuple[int, Attempt]]) -> None: ...
+    async def settle(
+        self, updates: Sequence[tuple[int, DeliveryStatus, int, datetime | None, int | None,
+                                      str | None]], now: datetime,
+    ) -> None: ...
+    async def get(self, tenant: Tenant, delivery_id: str) -> Delivery | None: ...
+    async def page(
+        self, tenant: Tenant, endpoint: Endpoint, status: DeliveryStatus | None,
+        page: PageRequest,
+    ) -> list[tuple[int, Delivery]]: ...
+    async def retry(self, tenant: Tenant, delivery_id: str, now: datetime) -> bool: ...
+    async def queue_stats(self, now: datetime) -> tuple[int, float | None]: ...
+    async def purge_before(self, cutoff: datetime) -> int: ...
+
+
 class UnitOfWork(Protocol):
     @property
     def accounts(self) -> AccountsRepo: ...
@@ -119,6 +166,10 @@ class UnitOfWork(Protocol):
     def events(self) -> EventsRepo: ...
     @property
     def idempotency(self) -> IdempotencyRepo: ...
+    @property
+    def webhooks(self) -> WebhooksRepo: ...
+    @property
+    def deliveries(self) -> DeliveriesRepo: ...
 
 
 class Database(Protocol):

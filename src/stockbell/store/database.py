@@ -14,10 +14,12 @@ from stockbell.service.ports import UnitOfWork
 from stockbell.store.engine import create_engine, is_sqlite
 from stockbell.store.repos.accounts import SqlAccounts
 from stockbell.store.repos.catalog import SqlCatalog
+from stockbell.store.repos.deliveries import SqlDeliveries
 from stockbell.store.repos.events import SqlEvents
 from stockbell.store.repos.idempotency import SqlIdempotency
 from stockbell.store.repos.stock import SqlStock
 from stockbell.store.repos.subscriptions import SqlSubscriptions
+from stockbell.store.repos.webhooks import SqlWebhooks
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -35,6 +37,8 @@ class SqlUnitOfWork:
         self.subscriptions = SqlSubscriptions(conn)
         self.events = SqlEvents(conn)
         self.idempotency = SqlIdempotency(conn)
+        self.webhooks = SqlWebhooks(conn)
+        self.deliveries = SqlDeliveries(conn)
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -50,6 +54,8 @@ class SqlDatabase:
                                                  pool_size=pool_size)
         # SQLite has one writer: queue transactions in-process rather than spin on SQLITE_BUSY.
         self._lock = asyncio.Lock() if self.sqlite else None
+        # Set after a commit that queued deliveries: wakes this process's dispatcher at once.
+        self.new_deliveries = asyncio.Event()
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run `work` in one transaction; retry once, transparently, on a transient conflict
@@ -67,9 +73,15 @@ class SqlDatabase:
     async def _once(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         if self._lock is None:
             async with self.engine.begin() as conn:
-                return await work(SqlUnitOfWork(conn))
-        async with self._lock, self.engine.begin() as conn:
-            return await work(SqlUnitOfWork(conn))
+                uow = SqlUnitOfWork(conn)
+                result = await work(uow)
+        else:
+            async with self._lock, self.engine.begin() as conn:
+                uow = SqlUnitOfWork(conn)
+                result = await work(uow)
+        if uow.deliveries.created:
+            self.new_deliveries.set()
+        return result
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -191,3 +191,57 @@ idempotency_keys = sa.Table(
     sa.Column("body", sa.JSON, nullable=False),
     sa.Column("created_at", UtcMicros, nullable=False),
 )
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    *_tenant(),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("event_types", sa.JSON),  # null: every type
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    # Kept in clear: every delivery is signed with it (HMAC needs the secret itself).
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("previous_secret", sa.String(100)),
+    sa.Column("previous_secret_expires_at", UtcMicros),
+    sa.Column("failing_since", UtcMicros),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    sa.Index("ix_webhook_endpoints_tenant", "account_id", "mode", "pk"),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    *_tenant(),
+    sa.Column("endpoint_pk", sa.BigInteger, sa.ForeignKey("webhook_endpoints.pk"),
+              nullable=False),
+    sa.Column("event_id", sa.String(40), sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcMicros),
+    sa.Column("lease_until", UtcMicros),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    # The dispatcher's claim: pending rows by due time.
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_endpoint", "endpoint_pk", "pk"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("delivery_pk", sa.BigInteger, sa.ForeignKey("deliveries.pk"), nullable=False),
+    sa.Column("attempted_at", UtcMicros, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("response_excerpt", sa.Text),
+    sa.Index("ix_delivery_attempts_delivery", "delivery_pk", "pk"),
+)

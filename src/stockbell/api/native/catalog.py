@@ -37,7 +37,7 @@ async def put_item(sku_code: CodePath, body: ItemIn, tenant: SecretTenant,
     data = body.model_dump(exclude={"pricing"})
     pricing = [
         {"currency": p.currency,
-         "price_breaks": [{"quantity": b.quantity, "price": str(b.price.normalize())}
+         "price_breaks": [{"quantity": b.quantity, "price": format(b.price.normalize(), "f")}
                           for b in p.price_breaks]}
         for p in body.pricing
     ]

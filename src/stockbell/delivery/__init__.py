@@ -1,0 +1,1 @@
+"""Outbound webhooks: formats, signing, the SSRF guard, the sender and the dispatcher."""

@@ -1,0 +1,99 @@
+"""One HTTP attempt: POST, no redirects, bounded time, a 4 KiB response excerpt."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from stockbell.delivery.ssrf import GuardedResolver, Networks, literal_host
+from stockbell.domain.webhooks import Attempt, address_allowed
+from stockbell.service.clock import utcnow
+
+EXCERPT = 4096
+USER_AGENT = "Stockbell-Webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 3.0
+    read: float = 10.0
+    total: float = 15.0
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class Sender:
+    def __init__(self, allow: Networks, timeouts: Timeouts, limit: int = 100) -> None:
+        self.allow = allow
+        self.timeouts = timeouts
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allow),
+                                             limit=self.limit, ttl_dns_cache=None,
+                                             use_dns_cache=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeouts.total,
+                                              sock_connect=self.timeouts.connect,
+                                              sock_read=self.timeouts.read),
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, url: str, headers: dict[str, str],
+                   body: str) -> tuple[Attempt, float | None]:
+        started_at = utcnow()
+        t0 = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        excerpt: str | None = None
+        retry_after: float | None = None
+        host = urlsplit(url).hostname or ""
+        ip = literal_host(host)
+        if ip is not None and not address_allowed(ip, self.allow):
+            error = f"refused: {ip} is not a public address (STOCKBELL_WEBHOOK_ALLOW)"
+        else:
+            try:
+                session = await self.session()
+                async with session.post(url, data=body.encode(), headers=headers,
+                                        allow_redirects=False) as resp:
+                    status = resp.status
+                    raw = await resp.content.read(EXCERPT)
+                    excerpt = raw.decode("utf-8", "replace")
+                    if status in (429, 503):
+                        retry_after = _retry_after(resp.headers.get("Retry-After"), utcnow())
+            except TimeoutError:
+                error = "timeout"
+            except aiohttp.ClientConnectorError as exc:
+                error = f"connection failed: {exc.os_error or exc}"
+            except aiohttp.ClientError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                error = f"connection failed: {exc}"
+        duration_ms = (time.perf_counter() - t0) * 1000
+        return Attempt(started_at, duration_ms, status, error, excerpt), retry_after

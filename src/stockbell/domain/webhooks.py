@@ -1,0 +1,170 @@
+"""Webhook endpoints, deliveries and the rules of retrying them.
+
+What counts as success, when to retry, when to give up or disable an endpoint: all decided
+here from plain values, so the dispatcher only moves bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+MAX_RETRY_AFTER = 3600.0
+FORMATS = ("native",)
+
+ENDPOINT_DISABLED = "endpoint.disabled"
+ENDPOINT_RECOVERED = "endpoint.recovered"
+WEBHOOK_TEST = "webhook.test"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Endpoint:
+    id: str
+    url: str
+    secret: str
+    format: str = "native"
+    description: str | None = None
+    event_types: list[str] | None = None  # None: every event type
+    enabled: bool = True
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    failing_since: datetime | None = None
+    disabled_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    pk: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def accepts(self, event_type: str) -> bool:
+        return self.enabled and (self.event_types is None or event_type in self.event_types)
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """During a rotation both secrets sign, so receivers can switch over without a gap."""
+        secrets = [self.secret]
+        if (self.previous_secret and self.previous_secret_expires_at is not None
+                and self.previous_secret_expires_at > now):
+            secrets.append(self.previous_secret)
+        return secrets
+
+
+class Verdict(StrEnum):
+    SUCCESS = "success"
+    RETRY = "retry"
+    GONE = "gone"  # 410: the receiver asks us to stop; disable the endpoint at once
+
+
+def judge(status: int | None) -> Verdict:
+    """2xx succeeds; 410 disables; everything else (3xx included, never followed) retries."""
+    if status is not None and 200 <= status < 300:
+        return Verdict.SUCCESS
+    if status == 410:
+        return Verdict.GONE
+    return Verdict.RETRY
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Delay before attempt n+1 is schedule[n]; after len(schedule) attempts: failed."""
+
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    jitter: float = 0.1
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule)
+
+    def next_delay(self, attempts_made: int, retry_after: float | None = None,
+                   rng: random.Random | None = None) -> float | None:
+        """Seconds until the next attempt, or None when the delivery has failed for good."""
+        if attempts_made >= self.max_attempts:
+            return None
+        base = self.schedule[attempts_made]
+        if retry_after is not None:
+            base = max(base, min(retry_after, MAX_RETRY_AFTER))
+        spread = (rng or random).uniform(0, self.jitter * base) if base else 0.0
+        return base + spread
+
+    @staticmethod
+    def parse(text: str) -> RetryPolicy:
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+        if not values or any(v < 0 for v in values):
+            raise ValueError("retry schedule needs one or more non-negative seconds")
+        return RetryPolicy(values)
+
+
+def should_disable(failing_since: datetime | None, now: datetime, span: timedelta) -> bool:
+    return failing_since is not None and now - failing_since >= span
+
+
+# Loopback, private, link-local, CGNAT, cloud metadata, and other non-public ranges.
+BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+    "240.0.0.0/4", "255.255.255.255/32",
+    "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96",
+    "fd00:ec2::254/128",
+))
+
+
+def parse_allow_list(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",")
+                 if p.strip())
+
+
+def address_allowed(address: str, allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                 ...] = ()) -> bool:
+    """False for addresses a webhook must not reach unless the operator allow-listed them."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in allow):
+        return True
+    return not any(ip in net for net in BLOCKED_NETWORKS) and ip.is_global
+
+
+@dataclass(slots=True)
+class Attempt:
+    attempted_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(slots=True)
+class Delivery:
+    id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    pk: int | None = None
+    attempt_log: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """What one HTTP attempt produced, as the dispatcher reports it back."""
+
+    delivery_pk: int
+    endpoint_pk: int
+    attempts_before: int
+    attempt: Attempt
+    retry_after: float | None = None
