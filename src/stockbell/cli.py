@@ -33,6 +33,7 @@ console = Console(stderr=True)
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
     )

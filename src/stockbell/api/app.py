@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from stockbell import __version__
 from stockbell.api import auth, metrics, problems
 from stockbell.api.limits import RequestLimits
+from stockbell.api.compat import commercelayer, inventory_update, sequenzy, square, ti
 from stockbell.api.native import catalog, events, inventory, subscriptions, webhooks
 from stockbell.api.state import AppState
 from stockbell.config import Settings, get_settings
@@ -80,5 +81,7 @@ def create_app(settings: Settings | None = None, *, migrate_sqlite: bool = True,
     app.include_router(auth.router)
     for module in (catalog, inventory, subscriptions, events, webhooks, metrics):
         app.include_router(module.router)
+    for surface in (ti, square, sequenzy, commercelayer, inventory_update):
+        app.include_router(surface.router)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

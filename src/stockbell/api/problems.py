@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,40 +38,83 @@ def problem(status: int, title: str, detail: str | None, *, code: str, instance:
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error, before a surface renders it in its own format."""
+
+    status: int
+    title: str
+    detail: str
+    code: str
+    field: str | None = None  # JSON pointer-ish path of the offending input, if known
+    headers: dict[str, str] | None = None
+
+
+SurfaceRenderer = Callable[[Request, ErrorInfo], Response]
+# (path prefix, renderer): the seed surfaces answer errors in their vendor's format.
+_SURFACES: list[tuple[str, SurfaceRenderer]] = []
+
+
+def register_surface(prefix: str, renderer: SurfaceRenderer) -> None:
+    """Errors on paths under `prefix` are rendered by `renderer` instead of problem details."""
+    _SURFACES.append((prefix, renderer))
+    _SURFACES.sort(key=lambda p: -len(p[0]))
+
+
+def _render(request: Request, info: ErrorInfo) -> Response:
+    path = request.url.path
+    for prefix, renderer in _SURFACES:
+        if path.startswith(prefix):
+            return renderer(request, info)
+    errors = [{"pointer": info.field, "detail": info.detail}] if info.field else None
+    return problem(info.status, info.title, info.detail, code=info.code, instance=path,
+                   errors=errors, headers=info.headers)
+
+
 def _pointer(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return "/" + "/".join(parts)
 
 
-async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
+async def _on_domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StockbellError)
-    errors = [{"pointer": "/" + exc.field.replace(".", "/"), "detail": exc.detail}] \
-        if exc.field else None
+    field = "/" + exc.field.replace(".", "/") if exc.field else None
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.title, exc.detail, code=exc.code,
-                   instance=request.url.path, errors=errors, headers=headers)
+    return _render(request, ErrorInfo(exc.status, exc.title, exc.detail, exc.code, field,
+                                      headers))
 
 
-async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errs = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errs):
-        return problem(400, "Malformed JSON", "the request body is not valid JSON",
-                       code="malformed_json", instance=request.url.path)
-    errors = [{"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg"))}
-              for e in errs]
-    first = errors[0] if errors else {"pointer": "/", "detail": "invalid request"}
-    return problem(422, "Invalid input", f"{first['pointer']}: {first['detail']}",
-                   code="validation_error", instance=request.url.path, errors=errors)
+        return _render(request, ErrorInfo(400, "Malformed JSON",
+                                          "the request body is not valid JSON",
+                                          "malformed_json"))
+    if not errs:
+        return _render(request, ErrorInfo(422, "Invalid input", "invalid request",
+                                          "validation_error"))
+    if len(errs) > 1 and not any(p for p, _ in _SURFACES if request.url.path.startswith(p)):
+        errors = [{"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg"))}
+                  for e in errs]
+        first = errors[0]
+        return problem(422, "Invalid input", f"{first['pointer']}: {first['detail']}",
+                       code="validation_error", instance=request.url.path, errors=errors)
+    first_err = errs[0]
+    pointer = _pointer(tuple(first_err.get("loc", ())))
+    return _render(request, ErrorInfo(422, "Invalid input",
+                                      f"{pointer}: {first_err.get('msg')}",
+                                      "validation_error", pointer))
 
 
-async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
-              413: "Payload too large", 415: "Unsupported media type"}
+              406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}
     title = titles.get(exc.status_code, "Error")
-    return problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_"),
-                   instance=request.url.path, headers=getattr(exc, "headers", None))
+    return _render(request, ErrorInfo(exc.status_code, title, str(exc.detail),
+                                      title.lower().replace(" ", "_"),
+                                      headers=getattr(exc, "headers", None)))
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:

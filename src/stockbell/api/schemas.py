@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from stockbell.domain.stock import StockState
 
@@ -18,9 +18,19 @@ Name = Annotated[str, StringConstraints(max_length=200, pattern=_NO_NUL)]
 LongText = Annotated[str, StringConstraints(max_length=10_000, pattern=_NO_NUL)]
 Ref = Annotated[str, StringConstraints(max_length=500, pattern=_NO_NUL)]
 Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax `int` turns JSON true/false into 1/0; a quantity is never a boolean.
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal number, not a boolean")
+    return value
+
+
 # Quantities travel as decimal strings ("12.375"); integers are accepted too.
 Quantity = Annotated[
     str | int,
+    BeforeValidator(_not_bool),
     Field(description="A decimal number, as a string (\"12.375\") or an integer"),
 ]
 JsonObject = dict[str, Any]

@@ -155,11 +155,16 @@ class Dispatcher:
             return
         batch, self.results = self.results, []
         try:
-            await self.db.run(lambda uow: webhooks_service.record_results(
+            next_retry = await self.db.run(lambda uow: webhooks_service.record_results(
                 uow, batch, self.policy, self.disable_after))
         except Exception:
             # Leases run out and the deliveries are sent again: at-least-once holds.
             log.exception("dispatcher.record_failed", count=len(batch))
+            return
+        if next_retry is not None:
+            # Wake for the earliest retry instead of waiting for the next poll.
+            delay = max(0.0, (next_retry - utcnow()).total_seconds())
+            asyncio.get_running_loop().call_later(delay, self.db.new_deliveries.set)
 
     async def _stats(self) -> None:
         try:

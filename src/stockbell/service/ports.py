@@ -15,7 +15,7 @@ from stockbell.domain.accounts import ApiKey, Mode, Tenant
 from stockbell.domain.catalog import Item, Location, Market
 from stockbell.domain.events import Event
 from stockbell.domain.stock import AvailabilityKey, Outcome, StockKey, StockLedger
-from stockbell.domain.subscription import Status, Subscription
+from stockbell.domain.subscription import Customer, Status, Subscription
 from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint
 from stockbell.service.pagination import PageRequest
 
@@ -153,6 +153,14 @@ class DeliveriesRepo(Protocol):
     async def purge_before(self, cutoff: datetime) -> int: ...
 
 
+class CustomersRepo(Protocol):
+    async def ensure(
+        self, tenant: Tenant, customer: Customer, new_id: str, now: datetime
+    ) -> tuple[str, bool]: ...
+    async def by_email(self, tenant: Tenant, email: str) -> tuple[str, Customer] | None: ...
+    async def get(self, tenant: Tenant, customer_id: str) -> tuple[str, Customer] | None: ...
+
+
 class UnitOfWork(Protocol):
     @property
     def accounts(self) -> AccountsRepo: ...
@@ -170,6 +178,8 @@ class UnitOfWork(Protocol):
     def webhooks(self) -> WebhooksRepo: ...
     @property
     def deliveries(self) -> DeliveriesRepo: ...
+    @property
+    def customers(self) -> CustomersRepo: ...
 
 
 class Database(Protocol):

@@ -74,8 +74,12 @@ async def _scope(uow: UnitOfWork, tenant: Tenant, location: str | None,
 
 
 async def _emit(uow: UnitOfWork, tenant: Tenant, kind: str, sub: Subscription,
-                now: datetime) -> None:
-    data = {"subscription_id": sub.id, "subscription": subscription_view(sub)}
+                now: datetime, change: str | None = None) -> None:
+    """`change` says what an update did (activated, deactivated, updated), so formats that
+    name topics per transition (Commerce Layer's activate/deactivate) can tell them apart."""
+    data: dict[str, Any] = {"subscription_id": sub.id, "subscription": subscription_view(sub)}
+    if change is not None:
+        data["change"] = change
     await persist_events(uow, tenant, [Event(kind, now, data, item_id=sub.item_id)])
 
 
@@ -91,7 +95,7 @@ async def subscribe(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput) -> 
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be in the future", field="expires_at")
     sub = Subscription(
-        id=new_id("sub"),
+        id=new_id("bis"),
         item_id=item.id,
         scope=scope,
         threshold=_threshold(inp.threshold),
@@ -156,18 +160,18 @@ async def update(
             setattr(sub, name, value if name != "metadata" else (value or {}))
     sub.updated_at = now
     await uow.subscriptions.update(sub)
-    await _emit(uow, tenant, ev.SUBSCRIPTION_UPDATED, sub, now)
+    await _emit(uow, tenant, ev.SUBSCRIPTION_UPDATED, sub, now, "updated")
     return sub
 
 
 async def _transition(uow: UnitOfWork, tenant: Tenant, sub: Subscription, status: Status,
-                      kind: str, now: datetime) -> Subscription:
+                      kind: str, now: datetime, change: str | None = None) -> Subscription:
     if sub.status is status:
         return sub
     sub.status = status
     sub.updated_at = now
     await uow.subscriptions.update(sub)
-    await _emit(uow, tenant, kind, sub, now)
+    await _emit(uow, tenant, kind, sub, now, change)
     return sub
 
 
@@ -175,13 +179,14 @@ async def activate(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription
     now = utcnow()
     sub = await get(uow, tenant, sub_id)
     return await _transition(uow, tenant, sub, rules.activate(sub, now),
-                             ev.SUBSCRIPTION_UPDATED, now)
+                             ev.SUBSCRIPTION_UPDATED, now, "activated")
 
 
 async def deactivate(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     now = utcnow()
     sub = await get(uow, tenant, sub_id)
-    return await _transition(uow, tenant, sub, rules.deactivate(sub), ev.SUBSCRIPTION_UPDATED, now)
+    return await _transition(uow, tenant, sub, rules.deactivate(sub), ev.SUBSCRIPTION_UPDATED,
+                             now, "deactivated")
 
 
 async def cancel(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:

@@ -191,10 +191,11 @@ async def create_test_delivery(uow: UnitOfWork, tenant: Tenant,
 
 
 async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: RetryPolicy,
-                         disable_after: timedelta, *, final: bool = False) -> None:
+                         disable_after: timedelta, *, final: bool = False) -> datetime | None:
     """Store attempts, settle or reschedule each delivery, and track endpoint health:
     410 disables at once; failures for longer than `disable_after` disable with an
-    `endpoint.disabled` event; the first success after failures emits `endpoint.recovered`."""
+    `endpoint.disabled` event; the first success after failures emits `endpoint.recovered`.
+    Returns the earliest rescheduled attempt, so the dispatcher can wake for it."""
     now = utcnow()
     await uow.deliveries.add_attempts([(r.delivery_pk, r.attempt) for r in results])
     endpoints = await uow.webhooks.by_pks(r.endpoint_pk for r in results)
@@ -219,6 +220,7 @@ async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: 
         if pk in endpoints:
             tenant, ep = endpoints[pk]
             await _track_health(uow, tenant, ep, verdict, disable_after, now)
+    return min((u[3] for u in updates if u[3] is not None), default=None)
 
 
 async def _track_health(uow: UnitOfWork, tenant: Tenant, ep: Endpoint, verdict: Verdict,

@@ -14,6 +14,7 @@ from stockbell.service.ports import UnitOfWork
 from stockbell.store.engine import create_engine, is_sqlite
 from stockbell.store.repos.accounts import SqlAccounts
 from stockbell.store.repos.catalog import SqlCatalog
+from stockbell.store.repos.customers import SqlCustomers
 from stockbell.store.repos.deliveries import SqlDeliveries
 from stockbell.store.repos.events import SqlEvents
 from stockbell.store.repos.idempotency import SqlIdempotency
@@ -39,6 +40,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotency(conn)
         self.webhooks = SqlWebhooks(conn)
         self.deliveries = SqlDeliveries(conn)
+        self.customers = SqlCustomers(conn)
 
 
 def _transient(exc: DBAPIError) -> bool:

@@ -245,3 +245,19 @@ delivery_attempts = sa.Table(
     sa.Column("response_excerpt", sa.Text),
     sa.Index("ix_delivery_attempts_delivery", "delivery_pk", "pk"),
 )
+
+# Shoppers who asked to be told (Sequenzy "subscribers", Commerce Layer "customers").
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    *_tenant(),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("external_id", sa.String(200)),
+    sa.Column("first_name", sa.String(200)),
+    sa.Column("last_name", sa.String(200)),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Column("updated_at", UtcMicros, nullable=False),
+    sa.UniqueConstraint("account_id", "mode", "email"),
+)
