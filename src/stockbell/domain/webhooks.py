@@ -17,6 +17,11 @@ DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MAX_RETRY_AFTER = 3600.0
 FORMATS = ("native",)
 
+# The event types each payload format carries; None: every type. An endpoint never gets a
+# delivery for an event its format cannot express (e.g. a Square endpoint only hears
+# inventory.count.updated), decided when deliveries are created, not at send time.
+FORMAT_EVENT_TYPES: dict[str, frozenset[str] | None] = {"native": None}
+
 ENDPOINT_DISABLED = "endpoint.disabled"
 ENDPOINT_RECOVERED = "endpoint.recovered"
 WEBHOOK_TEST = "webhook.test"
@@ -46,8 +51,14 @@ class Endpoint:
     pk: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def wants(self, event_type: str) -> bool:
+        """Its filter and its format both take this type (enabled or not)."""
+        carried = FORMAT_EVENT_TYPES.get(self.format)
+        return ((self.event_types is None or event_type in self.event_types)
+                and (carried is None or event_type in carried))
+
     def accepts(self, event_type: str) -> bool:
-        return self.enabled and (self.event_types is None or event_type in self.event_types)
+        return self.enabled and self.wants(event_type)
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """During a rotation both secrets sign, so receivers can switch over without a gap."""

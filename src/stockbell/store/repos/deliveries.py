@@ -86,7 +86,8 @@ class SqlDeliveries:
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
         assert endpoint.pk is not None
-        pairs = [(eid, endpoint.pk) for eid, _ in await self.conn.execute(stmt)]
+        pairs = [(eid, endpoint.pk) for eid, etype in await self.conn.execute(stmt)
+                 if endpoint.wants(etype)]
         await self.add_many(tenant, pairs, now)
         return len(pairs)
 
