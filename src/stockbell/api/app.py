@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from stockbell import __version__
 from stockbell.api import auth, metrics, problems
-from stockbell.api.limits import RequestLimits
 from stockbell.api.compat import commercelayer, inventory_update, sequenzy, square, ti
+from stockbell.api.limits import RequestLimits
 from stockbell.api.native import catalog, events, inventory, subscriptions, webhooks
 from stockbell.api.state import AppState
 from stockbell.config import Settings, get_settings
