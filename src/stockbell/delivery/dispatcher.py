@@ -179,11 +179,12 @@ class Dispatcher:
         cutoff = utcnow() - timedelta(days=self.settings.retention_days)
         try:
             n = await self.db.run(lambda uow: uow.deliveries.purge_before(cutoff))
+            m = await self.db.run(lambda uow: uow.events.purge_before(cutoff))
         except Exception:
             log.exception("dispatcher.purge_failed")
             return
-        if n:
-            log.info("deliveries.purged", count=n, before=cutoff.isoformat())
+        if n or m:
+            log.info("retention.purged", deliveries=n, events=m, before=cutoff.isoformat())
 
 
 async def supervise(db: SqlDatabase, settings: Settings, stop: asyncio.Event) -> None:

@@ -98,6 +98,7 @@ class EventsRepo(Protocol):
     async def page(
         self, tenant: Tenant, filters: dict[str, Any], page: PageRequest
     ) -> list[tuple[int, Event]]: ...
+    async def purge_before(self, cutoff: datetime) -> int: ...
 
 
 class IdempotencyRepo(Protocol):

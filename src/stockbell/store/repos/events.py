@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from stockbell.domain.events import Event
 from stockbell.service.clock import utcnow
 from stockbell.service.ids import new_id
 from stockbell.service.pagination import PageRequest
-from stockbell.store.tables import events
+from stockbell.store.tables import deliveries, events
 
 
 class SqlEvents:
@@ -51,3 +52,14 @@ class SqlEvents:
                          id=r.id, created_at=r.created_at, pk=r.pk))
             for r in res
         ]
+
+    async def purge_before(self, cutoff: datetime) -> int:
+        """Delete events older than `cutoff` that no delivery still refers to (run after
+        settled deliveries were purged), so retention never drops an unsent event."""
+        referenced = sa.select(deliveries.c.event_id)
+        res = await self.conn.execute(
+            sa.delete(events)
+            .where(events.c.created_at < cutoff, events.c.id.not_in(referenced))
+            .returning(events.c.pk)
+        )
+        return len(res.all())
