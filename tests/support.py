@@ -24,6 +24,7 @@ from stockbell.store.database import SqlDatabase
 from stockbell.store.migrate import upgrade
 
 T = TypeVar("T")
+SIGNING_KEY = "test-signing-key-that-is-32-bytes-long!"
 PG_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -97,7 +98,7 @@ class Server:
         self.db_url = url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cfg = Settings(database_url=url, secret_key="test-signing-key", **settings)
+        cfg = Settings(database_url=url, secret_key=SIGNING_KEY, **settings)
         config = uvicorn.Config(create_app(cfg, migrate_sqlite=False), host="127.0.0.1",
                                 port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)

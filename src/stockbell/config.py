@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +39,13 @@ class Settings(BaseSettings):
     read_timeout_seconds: float = 10.0
     total_timeout_seconds: float = 15.0
     retention_days: float = 30.0
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value.encode()) < 32:
+            raise ValueError("STOCKBELL_SECRET_KEY must be at least 32 bytes (HS256)")
+        return value
 
     @property
     def db_url(self) -> str:

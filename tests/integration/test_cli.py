@@ -1,0 +1,216 @@
+"""The `stockbell` command as an operator runs it: real subprocesses on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import free_port, sqlite_database
+
+pytestmark = pytest.mark.slow
+
+_BIN = Path(sys.executable).with_name("stockbell")
+STOCKBELL = [str(_BIN)] if _BIN.exists() else (
+    [shutil.which("stockbell")] if shutil.which("stockbell") else
+    [sys.executable, "-c", "from stockbell.cli import main; main()"])
+
+
+def env_for(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKBELL_")}
+    env.update(STOCKBELL_DATABASE_URL=url, STOCKBELL_LOG_LEVEL="warning",
+               COLUMNS="200", NO_COLOR="1")
+    return env
+
+
+def start(url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*STOCKBELL, *args], env=env_for(url), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return finish(start(url, *args))
+
+
+def one_json_object(stdout: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, stdout
+    obj = json.loads(lines[0])
+    assert isinstance(obj, dict)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def cli_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with sqlite_database(str(tmp_path_factory.mktemp("cli"))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def shop(cli_db: str) -> dict[str, Any]:
+    """An account and a secret test key, both made with the CLI."""
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    created = run(cli_db, "accounts", "create", name)
+    assert created.returncode == 0, created.stderr
+    assert name in created.stderr
+    keys = run(cli_db, "keys", "create", "--account", name, "--mode", "test", "--json")
+    assert keys.returncode == 0, keys.stderr
+    key = one_json_object(keys.stdout)
+    assert key["account"] == name
+    assert key["mode"] == "test"
+    assert key["publishable"] is False
+    assert key["client_id"].startswith("ci_test_")
+    assert key["client_secret"].startswith("sk_test_")
+    return {"name": name, **key}
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    r = run(url, "migrate")
+    assert r.returncode == 0, r.stderr
+    assert str(path) in r.stderr
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert {"accounts", "api_keys", "items", "subscriptions", "events"} <= tables
+    assert len(version) == 1
+
+
+def test_keys_and_accounts_errors_and_variants(cli_db: str, shop: dict[str, Any]) -> None:
+    # independent invocations, run side by side to keep the test quick
+    procs = {
+        "duplicate": start(cli_db, "accounts", "create", shop["name"]),
+        "unknown": start(cli_db, "keys", "create", "--account", "no-such-shop",
+                         "--mode", "test", "--json"),
+        "publishable": start(cli_db, "keys", "create", "--account", shop["name"],
+                             "--mode", "test", "--publishable", "--json"),
+        "live": start(cli_db, "keys", "create", "--account", shop["name"], "--mode", "live"),
+        "bad_mode": start(cli_db, "keys", "create", "--account", shop["name"],
+                          "--mode", "prod"),
+    }
+    res = {name: finish(p) for name, p in procs.items()}
+
+    dup = res["duplicate"]
+    assert dup.returncode != 0
+    assert "already exists" in dup.stderr
+    assert "Traceback" not in dup.stderr
+    assert dup.stdout == ""
+
+    unknown = res["unknown"]
+    assert unknown.returncode != 0
+    assert "no-such-shop" in unknown.stderr
+    assert "does not exist" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    assert unknown.stdout == ""  # nothing a script could mistake for a key
+
+    pub = one_json_object(res["publishable"].stdout)
+    assert res["publishable"].returncode == 0
+    assert pub["publishable"] is True
+    assert pub["client_secret"].startswith("pk_test_")
+    assert pub["client_id"] != shop["client_id"]
+
+    live = res["live"]
+    assert live.returncode == 0, live.stderr
+    assert "client_id:" in live.stdout
+    assert "sk_live_" in live.stdout
+
+    assert res["bad_mode"].returncode == 2  # usage error
+    assert "prod" in res["bad_mode"].stderr
+
+    # the database holds exactly what succeeded
+    path = cli_db.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as conn:
+        (accounts,) = conn.execute("SELECT count(*) FROM accounts WHERE name = ?",
+                                   (shop["name"],)).fetchone()
+        keys = conn.execute(
+            "SELECT mode, publishable FROM api_keys JOIN accounts a ON a.id = account_id "
+            "WHERE a.name = ? ORDER BY api_keys.id", (shop["name"],)).fetchall()
+        secrets = [r[0] for r in conn.execute("SELECT secret_hash FROM api_keys")]
+    assert accounts == 1
+    assert sorted(keys) == [("live", 0), ("test", 0), ("test", 1)]
+    # secrets are stored hashed, never in clear
+    assert shop["client_secret"] not in secrets
+    assert pub["client_secret"] not in secrets
+
+
+def test_serve_answers_and_accepts_cli_keys(cli_db: str, shop: dict[str, Any],
+                                            tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen([*STOCKBELL, "serve", "--port", str(port)], env=env_for(cli_db),
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    # meanwhile, a storefront key from the CLI
+    pk_proc = start(cli_db, "keys", "create", "--account", shop["name"], "--mode", "test",
+                    "--publishable", "--json")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"serve exited early:\n{Path(log.name).read_text()}"
+            try:
+                r = httpx.get(f"{base}/openapi.json", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start listening"
+            time.sleep(0.1)
+        assert r.json()["info"]["title"] == "Stockbell"
+        assert "/v1/subscriptions" in r.json()["paths"]
+        assert base in Path(log.name).read_text()  # it says where it listens
+
+        secret = {"Authorization": f"Bearer {shop['client_secret']}"}
+        r = httpx.put(f"{base}/v1/items/SKU-1", json={"title": "Boot"}, headers=secret)
+        assert r.status_code == 200, r.text
+        tok = httpx.post(f"{base}/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": shop["client_id"],
+            "client_secret": shop["client_secret"]})
+        assert tok.status_code == 200, tok.text
+        bearer = {"Authorization": f"Bearer {tok.json()['access_token']}"}
+        r = httpx.get(f"{base}/v1/items", headers=bearer)
+        assert [i["sku_code"] for i in r.json()["data"]] == ["SKU-1"]
+        assert httpx.get(f"{base}/v1/items").status_code == 401
+
+        pub = one_json_object(finish(pk_proc).stdout)
+        pk = {"Authorization": f"Bearer {pub['client_secret']}"}
+        r = httpx.post(f"{base}/v1/subscriptions", json={"sku_code": "SKU-1"}, headers=pk)
+        assert r.status_code == 201, r.text
+        assert httpx.get(f"{base}/v1/items", headers=pk).status_code == 403
+        # what the storefront created, the secret key sees
+        subs = httpx.get(f"{base}/v1/subscriptions", headers=secret).json()["data"]
+        assert [x["id"] for x in subs] == [r.json()["id"]]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("serve did not stop on SIGTERM")
+        log.close()
+        if pk_proc.poll() is None:
+            pk_proc.kill()
+            pk_proc.wait()
+    # uvicorn shuts down gracefully, then re-raises the signal: exit 0 or "killed by SIGTERM"
+    assert proc.returncode in (0, -signal.SIGTERM), Path(log.name).read_text()
+    assert "Traceback" not in Path(log.name).read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/openapi.json", timeout=2)
