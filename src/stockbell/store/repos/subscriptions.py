@@ -111,7 +111,7 @@ class SqlSubscriptions:
             sa.select(s).where(
                 s.c.item_id == item_id, s.c.scope_key == scope_key,
                 s.c.status == Status.ACTIVE.value,
-                s.c.threshold >= low, s.c.threshold <= high,
+                s.c.threshold > low, s.c.threshold <= high,
             ).order_by(s.c.pk)
         )
         return [_sub(r._mapping) for r in res]
