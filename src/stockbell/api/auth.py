@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
+import re
 import time
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -24,6 +26,7 @@ from stockbell.service import accounts as accounts_service
 ALGORITHM = "HS256"
 ISSUER = "stockbell"
 KEY_CACHE_SECONDS = 30.0
+MARKET_SCOPE = re.compile(r"market:(?:(?:id|code):)?([^\x00\s:]{1,200})")
 
 router = APIRouter(tags=["auth"])
 
@@ -37,7 +40,8 @@ class TokenOut(BaseModel):
 
 
 def issue_token(state: AppState, principal: Principal, client_id: str,
-                ttl: int | None = None) -> dict[str, Any]:
+                ttl: int | None = None, scope: str | None = None) -> dict[str, Any]:
+    """`scope`: the scope the client asked for (market:<code>), echoed as granted."""
     now = int(time.time())
     ttl = ttl or state.settings.token_ttl_seconds
     claims = {
@@ -45,9 +49,11 @@ def issue_token(state: AppState, principal: Principal, client_id: str,
         "acc": principal.tenant.account_id, "mode": principal.tenant.mode.value,
         "pub": principal.publishable, "scope": principal.scope, "iat": now, "exp": now + ttl,
     }
+    if principal.market is not None:
+        claims["mkt"] = principal.market
     token = jwt.encode(claims, state.signing_key, algorithm=ALGORITHM)
     return {"access_token": token, "token_type": "bearer", "expires_in": ttl,
-            "scope": principal.scope, "created_at": now}
+            "scope": scope or principal.scope, "created_at": now}
 
 
 async def _credentials(request: Request) -> tuple[str, str, str]:
@@ -83,7 +89,20 @@ async def _credentials(request: Request) -> tuple[str, str, str]:
     if not isinstance(client_id, str) or not isinstance(client_secret, str) \
             or not client_id or not client_secret:
         raise Unauthorized("client_id and client_secret are required")
+    if not (_storable(client_id) and _storable(client_secret)):
+        # No key has such a credential, and looking one up would fail in the driver
+        # (PostgreSQL text holds no NUL; no driver encodes a lone surrogate).
+        raise Unauthorized("invalid client credentials")
     return grant, client_id, client_secret
+
+
+def _storable(text: str) -> bool:
+    """Text without NUL and without lone surrogates (JSON lets "\\ud800" through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 @router.post("/oauth/token", response_model=TokenOut, responses=ERROR_RESPONSES,
@@ -94,8 +113,33 @@ async def token(request: Request) -> JSONResponse:
     principal = await state.db.run(
         lambda uow: accounts_service.verify_client(uow, client_id, client_secret)
     )
-    return JSONResponse(issue_token(state, principal, client_id),
+    scope = await _market_scope(request)
+    if scope is not None:
+        tenant = principal.tenant
+        if await state.db.run(lambda uow: uow.catalog.get_market(tenant, scope[1])) is None:
+            raise InvalidInput(f"unknown market {scope[1]!r}", field="scope")
+        principal = dataclasses.replace(principal, market=scope[1])
+    return JSONResponse(issue_token(state, principal, client_id,
+                                    scope=None if scope is None else scope[0]),
                         headers={"Cache-Control": "no-store"})
+
+
+async def _market_scope(request: Request) -> tuple[str, str] | None:
+    """(scope, market code) of an optional `scope=market:<code>` (Commerce Layer's form; also
+    market:code:<code> and market:id:<code>, a market's code being its id everywhere)."""
+    raw = await request.body()
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() \
+            == "application/json":
+        fields = json.loads(raw or b"{}")  # already parsed once by _credentials
+    else:
+        fields = dict(parse_qsl(raw.decode(errors="replace"), keep_blank_values=True))
+    scope = fields.get("scope")
+    if scope is None or scope == "":
+        return None
+    found = MARKET_SCOPE.fullmatch(scope) if isinstance(scope, str) else None
+    if found is None or not _storable(scope):
+        raise InvalidInput("scope must be market:<market code>", field="scope")
+    return scope, found.group(1)
 
 
 def _from_jwt(state: AppState, token: str) -> Principal:
@@ -107,7 +151,7 @@ def _from_jwt(state: AppState, token: str) -> Principal:
     except jwt.PyJWTError:
         raise Unauthorized("the access token is not valid") from None
     return Principal(Tenant(int(claims["acc"]), Mode(claims["mode"])), int(claims["kid"]),
-                     bool(claims.get("pub")))
+                     bool(claims.get("pub")), claims.get("mkt"))
 
 
 async def _from_secret(state: AppState, secret: str) -> Principal:

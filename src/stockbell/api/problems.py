@@ -109,7 +109,7 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
 
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
               406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}
     title = titles.get(exc.status_code, "Error")
     return _render(request, ErrorInfo(exc.status_code, title, str(exc.detail),

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 
 from stockbell.domain.stock import StockState
 
@@ -34,6 +44,54 @@ Quantity = Annotated[
     Field(description="A decimal number, as a string (\"12.375\") or an integer"),
 ]
 JsonObject = dict[str, Any]
+MAX_JSON_DEPTH = 32
+
+
+def _utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """A free-form object must survive storage on either database and go back out as strict
+    JSON. Python's JSON parser lets NaN, Infinity and lone UTF-16 surrogates (\\ud800)
+    through, and responses cannot be serialized past ~250 levels of nesting."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+            raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                _utf8(key)
+                stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif isinstance(node, str):
+            _utf8(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    return value
+
+
+# Free-form request objects (attributes, metadata); responses use plain JsonObject.
+JsonIn = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Stored as UTC microseconds: 0001-01-01T00:00:00+01:00 has no UTC datetime, and would
+    # otherwise overflow deep in the service. Naive datetimes are read as UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Strict(BaseModel):
@@ -61,7 +119,7 @@ class ItemIn(Strict):
     part_number: Name | None = None
     generic_part_number: Name | None = None
     pricing: list[PricingIn] = []
-    attributes: JsonObject = {}
+    attributes: JsonIn = {}
 
 
 class PriceBreakOut(BaseModel):
@@ -122,7 +180,7 @@ class CountIn(Strict):
     location: Code
     state: StockState = StockState.IN_STOCK
     quantity: Quantity
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
 
 
 class AdjustmentIn(Strict):
@@ -132,7 +190,7 @@ class AdjustmentIn(Strict):
     from_state: StockState
     to_state: StockState
     quantity: Quantity
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
 
 
 ChangeIn = Annotated[CountIn | AdjustmentIn, Field(discriminator="type")]
@@ -190,7 +248,7 @@ class CustomerIn(Strict):
     external_id: Name | None = None
     first_name: Name | None = None
     last_name: Name | None = None
-    attributes: JsonObject = {}
+    attributes: JsonIn = {}
 
 
 class CustomerOut(BaseModel):
@@ -208,20 +266,20 @@ class SubscriptionIn(Strict):
     threshold: Quantity = 1
     customer: CustomerIn | None = None
     auto_resubscribe: StrictBool = False
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     reference: Ref | None = None
     reference_origin: Ref | None = None
-    metadata: JsonObject = {}
+    metadata: JsonIn = {}
 
 
 class SubscriptionPatchIn(Strict):
     threshold: Quantity | None = None
     customer: CustomerIn | None = None
     auto_resubscribe: StrictBool | None = None
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     reference: Ref | None = None
     reference_origin: Ref | None = None
-    metadata: JsonObject | None = None
+    metadata: JsonIn | None = None
 
 
 class SubscriptionOut(BaseModel):
@@ -276,8 +334,21 @@ class EventPage(BaseModel):
     next_cursor: str | None
 
 
+def _parsable_url(value: str) -> str:
+    # What delivery will do with it: split it, read the port, IDNA-encode the host to resolve
+    # it. Each raises ValueError (UnicodeError) on e.g. "http://[abc/", ":99999", "a..b".
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+        (parts.hostname or "").encode("idna")
+    except ValueError as exc:
+        raise ValueError(f"is not a usable URL ({exc})") from None
+    return value
+
+
 Url = Annotated[str, StringConstraints(min_length=8, max_length=2048,
-                                       pattern=r"^https?://[^\s\x00]+$")]
+                                       pattern=r"^https?://[^\s\x00]+$"),
+                AfterValidator(_parsable_url)]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_NO_NUL)]
 
 
@@ -348,7 +419,7 @@ class DeliveryPage(BaseModel):
 
 
 class ReplayIn(Strict):
-    since: datetime
+    since: Timestamp
 
 
 class ReplayOut(BaseModel):

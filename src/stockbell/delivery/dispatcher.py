@@ -134,14 +134,30 @@ class Dispatcher:
         assert c.endpoint.pk is not None
         sem = self.per_endpoint.setdefault(
             c.endpoint.pk, asyncio.Semaphore(self.settings.endpoint_concurrency))
-        async with sem:
+        # Send only while the lease will outlast the attempt; a delivery that queued behind
+        # its endpoint's concurrency cap for too long is left for its lease to run out and be
+        # claimed again, rather than sent twice by two workers.
+        budget = self.settings.delivery_lease_seconds - self.settings.total_timeout_seconds - 1
+        if c.lease_until is not None:
+            budget = (c.lease_until - utcnow()).total_seconds() \
+                - self.settings.total_timeout_seconds - 1
+        try:
+            async with asyncio.timeout(max(budget, 0.001)):
+                await sem.acquire()
+        except TimeoutError:
+            log.info("delivery.lease_short", delivery=c.id)
+            return
+        try:
             headers, body = signed_request(c)
             attempt, retry_after = await self.sender.post(c.endpoint.url, headers, body)
+        finally:
+            sem.release()
         metrics.ATTEMPT_SECONDS.observe(attempt.duration_ms / 1000)
         metrics.DELIVERIES.labels(judge(attempt.status_code).value).inc()
         log.debug("delivery.attempt", delivery=c.id, url=c.endpoint.url,
                   status=attempt.status_code, error=attempt.error)
-        self.results.append(AttemptResult(c.pk, c.endpoint.pk, c.attempts, attempt, retry_after))
+        self.results.append(AttemptResult(c.pk, c.endpoint.pk, c.attempts, attempt, retry_after,
+                                          c.lease_until))
         self.results_ready.set()
 
     async def _flush_loop(self) -> None:
@@ -162,8 +178,10 @@ class Dispatcher:
             log.exception("dispatcher.record_failed", count=len(batch))
             return
         if next_retry is not None:
-            # Wake for the earliest retry instead of waiting for the next poll.
-            delay = max(0.0, (next_retry - utcnow()).total_seconds())
+            # Wake for the earliest retry instead of waiting for the next poll. The margin
+            # matters: uvloop's millisecond timers can fire up to ~1 ms early, and a claim
+            # made just before the retry is due finds nothing, leaving it to the next poll.
+            delay = max(0.0, (next_retry - utcnow()).total_seconds()) + 0.01
             asyncio.get_running_loop().call_later(delay, self.db.new_deliveries.set)
 
     async def _stats(self) -> None:

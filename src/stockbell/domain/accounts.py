@@ -28,6 +28,7 @@ class Principal:
     tenant: Tenant
     key_id: int
     publishable: bool
+    market: str | None = None  # code of the market a token is scoped to (scope=market:...)
 
     @property
     def scope(self) -> str:

@@ -13,14 +13,28 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+# Its own generator: jitter never draws from (or disturbs) the global `random` state.
+_JITTER = random.Random()
+
 DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MAX_RETRY_AFTER = 3600.0
-FORMATS = ("native",)
+FORMATS = ("native", "ti", "square", "sequenzy", "commercelayer")
 
 # The event types each payload format carries; None: every type. An endpoint never gets a
 # delivery for an event its format cannot express (e.g. a Square endpoint only hears
 # inventory.count.updated), decided when deliveries are created, not at send time.
 FORMAT_EVENT_TYPES: dict[str, frozenset[str] | None] = {"native": None}
+FORMAT_EVENT_TYPES["ti"] = frozenset({"back_in_stock", "webhook.test"})  # seed 000
+FORMAT_EVENT_TYPES["square"] = frozenset({"inventory.count.updated"})  # seed 001
+FORMAT_EVENT_TYPES["sequenzy"] = frozenset({"back_in_stock", "back_in_stock.requested"})  # 002
+FORMAT_EVENT_TYPES["commercelayer"] = frozenset({  # seed 003
+    "subscription.created", "subscription.updated", "back_in_stock", "subscription.cancelled"})
+# Finer than the type, for vendors with one topic per transition: (format, event type) -> the
+# values of the event's data["change"] the format carries (Commerce Layer has topics for
+# activate and deactivate, none for a plain edit).
+FORMAT_EVENT_CHANGES: dict[tuple[str, str], frozenset[str]] = {
+    ("commercelayer", "subscription.updated"): frozenset({"activated", "deactivated"}),
+}
 
 ENDPOINT_DISABLED = "endpoint.disabled"
 ENDPOINT_RECOVERED = "endpoint.recovered"
@@ -51,14 +65,17 @@ class Endpoint:
     pk: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def wants(self, event_type: str) -> bool:
-        """Its filter and its format both take this type (enabled or not)."""
+    def wants(self, event_type: str, change: Any = None) -> bool:
+        """Its filter and its format both take this type (enabled or not); `change` is the
+        event's data["change"], for formats that carry only some changes of a type."""
         carried = FORMAT_EVENT_TYPES.get(self.format)
+        changes = FORMAT_EVENT_CHANGES.get((self.format, event_type))
         return ((self.event_types is None or event_type in self.event_types)
-                and (carried is None or event_type in carried))
+                and (carried is None or event_type in carried)
+                and (changes is None or change in changes))
 
-    def accepts(self, event_type: str) -> bool:
-        return self.enabled and self.wants(event_type)
+    def accepts(self, event_type: str, change: Any = None) -> bool:
+        return self.enabled and self.wants(event_type, change)
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """During a rotation both secrets sign, so receivers can switch over without a gap."""
@@ -103,7 +120,7 @@ class RetryPolicy:
         base = self.schedule[attempts_made]
         if retry_after is not None:
             base = max(base, min(retry_after, MAX_RETRY_AFTER))
-        spread = (rng or random).uniform(0, self.jitter * base) if base else 0.0
+        spread = (rng or _JITTER).uniform(0, self.jitter * base) if base else 0.0
         return base + spread
 
     @staticmethod
@@ -179,3 +196,4 @@ class AttemptResult:
     attempts_before: int
     attempt: Attempt
     retry_after: float | None = None
+    lease_until: datetime | None = None  # the claim it was sent under, if any

@@ -29,6 +29,25 @@ async def get_item(uow: UnitOfWork, tenant: Tenant, sku_code: str) -> Item:
     return item
 
 
+async def find_by_product(uow: UnitOfWork, tenant: Tenant, product_id: str,
+                          variant_id: str | None = None) -> Item | None:
+    """The item of (product_id, variant_id). The variant defaults to the product, and an item
+    with no variant_id stands for the variant named like its product (seed 002)."""
+    variant = variant_id or product_id
+    exact = await uow.catalog.list_items(
+        tenant, {"product_id": product_id, "variant_id": variant}, PageRequest(None, 1))
+    if exact or variant != product_id:
+        return exact[0][1] if exact else None
+    after: int | None = None
+    while True:
+        rows = await uow.catalog.list_items(tenant, {"product_id": product_id},
+                                            PageRequest(after, 200))
+        found = next((item for _, item in rows if item.variant_id is None), None)
+        if found is not None or len(rows) < 200:
+            return found
+        after = rows[-1][0]
+
+
 async def list_items(
     uow: UnitOfWork, tenant: Tenant, filters: dict[str, str], page: PageRequest
 ) -> Page[Item]:

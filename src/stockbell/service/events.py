@@ -8,6 +8,7 @@ from typing import Any
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.errors import InvalidInput
 from stockbell.domain.events import ALL_TYPES, Event
+from stockbell.domain.webhooks import ENDPOINT_DISABLED, ENDPOINT_RECOVERED, WEBHOOK_TEST
 from stockbell.service.clock import as_utc
 from stockbell.service.pagination import Page, PageRequest, make_page
 from stockbell.service.ports import UnitOfWork
@@ -19,7 +20,8 @@ async def list_events(
 ) -> Page[Event]:
     filters: dict[str, Any] = {}
     if type_ is not None:
-        if type_ not in ALL_TYPES:
+        # The webhook operational events are stored in the same log and filterable too.
+        if type_ not in (*ALL_TYPES, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, WEBHOOK_TEST):
             raise InvalidInput(f"unknown event type {type_!r}", field="type")
         filters["type"] = type_
     if created_after is not None:

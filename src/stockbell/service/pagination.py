@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -13,6 +14,9 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# Row keys are signed 64-bit on PostgreSQL and SQLite; a larger one would fail in the driver.
+MAX_KEY = 2**63 - 1
+_KEY = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         tag, _, pk = raw.partition(":")
-        if tag != "c1":
+        if tag != "c1" or not _KEY.fullmatch(pk) or int(pk) > MAX_KEY:
             raise ValueError(tag)
         return int(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -81,6 +81,10 @@ class SubscriptionsRepo(Protocol):
     async def page(
         self, tenant: Tenant, filters: dict[str, Any], page: PageRequest
     ) -> list[tuple[int, Subscription]]: ...
+    async def search(
+        self, tenant: Tenant, where: Sequence[Sequence[tuple[str, str, Any]]],
+        order: Sequence[tuple[str, bool]], offset: int, limit: int,
+    ) -> tuple[int, list[Subscription]]: ...
     async def update(self, sub: Subscription) -> None: ...
     async def crossing(
         self, item_id: int, scope_key: str, low: int, high: int
@@ -128,6 +132,12 @@ class Claimed:
     attempts: int
     endpoint: Endpoint
     event: Event
+    lease_until: datetime | None = None
+
+
+# (pk, status, attempts, next_attempt_at, last_status_code, last_error, lease it was sent under)
+Settlement = tuple[int, DeliveryStatus, int, datetime | None, int | None, str | None,
+                   datetime | None]
 
 
 class DeliveriesRepo(Protocol):
@@ -140,10 +150,7 @@ class DeliveriesRepo(Protocol):
     ) -> int: ...
     async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]: ...
     async def add_attempts(self, rows: Sequence[tuple[int, Attempt]]) -> None: ...
-    async def settle(
-        self, updates: Sequence[tuple[int, DeliveryStatus, int, datetime | None, int | None,
-                                      str | None]], now: datetime,
-    ) -> None: ...
+    async def settle(self, updates: Sequence[Settlement], now: datetime) -> None: ...
     async def get(self, tenant: Tenant, delivery_id: str) -> Delivery | None: ...
     async def page(
         self, tenant: Tenant, endpoint: Endpoint, status: DeliveryStatus | None,

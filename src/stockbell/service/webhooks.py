@@ -211,7 +211,8 @@ async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: 
                 made, r.retry_after)
             status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
             nxt = None if delay is None else now + timedelta(seconds=delay)
-        updates.append((r.delivery_pk, status, made, nxt, r.attempt.status_code, r.attempt.error))
+        updates.append((r.delivery_pk, status, made, nxt, r.attempt.status_code,
+                        r.attempt.error, r.lease_until))
         # An endpoint's health follows its latest outcome in this batch; GONE sticks.
         if health.get(r.endpoint_pk) is not Verdict.GONE:
             health[r.endpoint_pk] = verdict

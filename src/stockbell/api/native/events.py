@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from stockbell.api.auth import SecretTenant
 from stockbell.api.native.common import Cursor, Limit, paging, render_page
 from stockbell.api.problems import ERROR_RESPONSES
-from stockbell.api.schemas import EventPage
+from stockbell.api.schemas import EventPage, Timestamp
 from stockbell.api.state import app_state
 from stockbell.service import events
 from stockbell.service.views import event_view
@@ -22,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
 async def list_events(
     tenant: SecretTenant, request: Request,
     type: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: datetime | None = None, cursor: Cursor = None, limit: Limit = 50,
+    created_after: Timestamp | None = None, cursor: Cursor = None, limit: Limit = 50,
 ) -> dict[str, Any]:
     page_req = paging(cursor, limit)
     page = await app_state(request).db.run(

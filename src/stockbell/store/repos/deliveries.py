@@ -19,7 +19,7 @@ from stockbell.domain.events import Event
 from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint
 from stockbell.service.ids import new_id
 from stockbell.service.pagination import PageRequest
-from stockbell.service.ports import Claimed
+from stockbell.service.ports import Claimed, Settlement
 from stockbell.store.repos.webhooks import endpoint_of
 from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
@@ -46,6 +46,9 @@ _VIEW = (
     .join(we, we.c.pk == d.c.endpoint_pk)
     .join(ev, ev.c.id == d.c.event_id)
 )
+
+
+_ENABLED = sa.select(we.c.pk).where(we.c.enabled.is_(True))
 
 
 class SqlDeliveries:
@@ -79,15 +82,15 @@ class SqlDeliveries:
 
     async def replay(self, tenant: Tenant, endpoint: Endpoint, since: datetime,
                      now: datetime) -> int:
-        stmt = sa.select(ev.c.id, ev.c.type).where(
+        stmt = sa.select(ev.c.id, ev.c.type, ev.c.data["change"].as_string()).where(
             ev.c.account_id == tenant.account_id, ev.c.mode == tenant.mode.value,
             ev.c.created_at >= since,
         ).order_by(ev.c.pk)
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
         assert endpoint.pk is not None
-        pairs = [(eid, endpoint.pk) for eid, etype in await self.conn.execute(stmt)
-                 if endpoint.wants(etype)]
+        pairs = [(eid, endpoint.pk) for eid, etype, change in await self.conn.execute(stmt)
+                 if endpoint.wants(etype, change)]
         await self.add_many(tenant, pairs, now)
         return len(pairs)
 
@@ -95,7 +98,9 @@ class SqlDeliveries:
         due = (
             sa.select(d.c.pk)
             .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now,
-                   sa.or_(d.c.lease_until.is_(None), d.c.lease_until <= now))
+                   sa.or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
+                   # a disabled endpoint is sent nothing; its deliveries wait, not lost
+                   d.c.endpoint_pk.in_(_ENABLED))
             .order_by(d.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -125,7 +130,7 @@ class SqlDeliveries:
             event = Event(m["type"], m["occurred_at"], m["data"], item_id=m["item_id"],
                           sequence=m["sequence"], id=m["event_id"],
                           created_at=m["event_created_at"], pk=m["event_pk"])
-            out.append(Claimed(m["pk"], m["id"], m["attempts"], endpoint, event))
+            out.append(Claimed(m["pk"], m["id"], m["attempts"], endpoint, event, lease_until))
         return out
 
     async def add_attempts(self, rows: Sequence[tuple[int, Attempt]]) -> None:
@@ -138,23 +143,35 @@ class SqlDeliveries:
             for pk, a in rows
         ])
 
-    async def settle(self, updates: Sequence[tuple[int, DeliveryStatus, int, datetime | None,
-                                                   int | None, str | None]],
-                     now: datetime) -> None:
-        """(pk, status, attempts, next_attempt_at, last_status_code, last_error) per row."""
+    async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
+        """Record each delivery's outcome. A result sent under a lease only lands while that
+        lease is still the delivery's: if it ran out and another worker re-claimed the row,
+        the newer claim owns it and this stale result changes nothing."""
         if not updates:
             return
-        await self.conn.execute(
-            sa.update(d).where(d.c.pk == sa.bindparam("b_pk")).values(
-                status=sa.bindparam("b_status"), attempts=sa.bindparam("b_attempts"),
-                next_attempt_at=sa.bindparam("b_next", type_=UtcMicros()),
-                last_status_code=sa.bindparam("b_code"), last_error=sa.bindparam("b_error"),
-                lease_until=None, updated_at=now,
-            ),
-            [{"b_pk": pk, "b_status": st.value, "b_attempts": n, "b_next": nxt,
-              "b_code": code, "b_error": err}
-             for pk, st, n, nxt, code, err in updates],
-        )
+        values = {
+            "status": sa.bindparam("b_status"), "attempts": sa.bindparam("b_attempts"),
+            "next_attempt_at": sa.bindparam("b_next", type_=UtcMicros()),
+            "last_status_code": sa.bindparam("b_code"), "last_error": sa.bindparam("b_error"),
+            "lease_until": None, "updated_at": now,
+        }
+        rows = [{"b_pk": pk, "b_status": st.value, "b_attempts": n, "b_next": nxt,
+                 "b_code": code, "b_error": err, "b_lease": lease}
+                for pk, st, n, nxt, code, err, lease in updates]
+        leased = [r for r in rows if r["b_lease"] is not None]
+        free = [{k: v for k, v in r.items() if k != "b_lease"} for r in rows
+                if r["b_lease"] is None]
+        if leased:
+            await self.conn.execute(
+                sa.update(d).where(
+                    d.c.pk == sa.bindparam("b_pk"),
+                    d.c.lease_until == sa.bindparam("b_lease", type_=UtcMicros()),
+                ).values(**values),
+                leased,
+            )
+        if free:
+            await self.conn.execute(
+                sa.update(d).where(d.c.pk == sa.bindparam("b_pk")).values(**values), free)
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 
@@ -185,7 +202,17 @@ class SqlDeliveries:
         if page.after is not None:
             stmt = stmt.where(d.c.pk > page.after)
         res = await self.conn.execute(stmt.order_by(d.c.pk).limit(page.limit))
-        return [(r.pk, _delivery(r._mapping)) for r in res]
+        out = [(r.pk, _delivery(r._mapping)) for r in res]
+        # The listing promises "with their attempts": load them for the whole page at once.
+        by_pk = {dl.pk: dl for _, dl in out}
+        if by_pk:
+            attempts = await self.conn.execute(
+                sa.select(da).where(da.c.delivery_pk.in_(list(by_pk))).order_by(da.c.pk))
+            for a in attempts:
+                by_pk[a.delivery_pk].attempt_log.append(
+                    Attempt(a.attempted_at, a.duration_ms, a.status_code, a.error,
+                            a.response_excerpt))
+        return out
 
     async def retry(self, tenant: Tenant, delivery_id: str, now: datetime) -> bool:
         res = await self.conn.execute(
@@ -203,7 +230,8 @@ class SqlDeliveries:
     async def queue_stats(self, now: datetime) -> tuple[int, float | None]:
         res = await self.conn.execute(
             sa.select(sa.func.count(), sa.func.min(d.c.created_at))
-            .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now)
+            .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now,
+                   d.c.endpoint_pk.in_(_ENABLED))
         )
         count, oldest = res.one()
         if oldest is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,29 @@ _SELECT = (
     sa.select(s, items.c.sku_code, _SCOPE_CODE.label("scope_code"))
     .join(items, items.c.id == s.c.item_id)
 )
+
+
+_SEARCH_FIELDS: dict[str, sa.ColumnElement[Any]] = {
+    "id": s.c.id, "status": s.c.status, "sku_code": items.c.sku_code,
+    "customer_email": s.c.customer_email, "reference": s.c.reference,
+    "reference_origin": s.c.reference_origin, "threshold": s.c.threshold,
+    "scope_key": s.c.scope_key, "created_at": s.c.created_at, "updated_at": s.c.updated_at,
+    "expires_at": s.c.expires_at, "notified_at": s.c.notified_at,
+}
+_SEARCH_OPS: dict[str, Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[bool]]] = {
+    "eq": lambda c, v: c == v, "not_eq": lambda c, v: c != v,
+    "lt": lambda c, v: c < v, "lteq": lambda c, v: c <= v,
+    "gt": lambda c, v: c > v, "gteq": lambda c, v: c >= v,
+    "in": lambda c, v: c.in_(v), "not_in": lambda c, v: c.not_in(v),
+    "like": lambda c, v: c.ilike(v), "not_like": lambda c, v: c.not_ilike(v),
+    "contains": lambda c, v: c.icontains(v, autoescape=True),
+    "not_contains": lambda c, v: sa.not_(c.icontains(v, autoescape=True)),
+    "startswith": lambda c, v: c.istartswith(v, autoescape=True),
+    "not_startswith": lambda c, v: sa.not_(c.istartswith(v, autoescape=True)),
+    "endswith": lambda c, v: c.iendswith(v, autoescape=True),
+    "not_endswith": lambda c, v: sa.not_(c.iendswith(v, autoescape=True)),
+    "null": lambda c, v: c.is_(None), "not_null": lambda c, v: c.is_not(None),
+}
 
 
 def _sub(m: Any) -> Subscription:
@@ -99,6 +122,23 @@ class SqlSubscriptions:
             stmt = stmt.where(s.c.pk > page.after)
         res = await self.conn.execute(stmt.order_by(s.c.pk).limit(page.limit))
         return [(r.pk, _sub(r._mapping)) for r in res]
+
+    async def search(self, tenant: Tenant, where: Sequence[Sequence[tuple[str, str, Any]]],
+                     order: Sequence[tuple[str, bool]], offset: int,
+                     limit: int) -> tuple[int, list[Subscription]]:
+        """(total matches, one page): every clause of `where` holds, a clause being any of
+        its (field, op, value) conditions; sorted by `order` (field, descending), then by
+        creation. Fields and ops: `_SEARCH_FIELDS`, `_SEARCH_OPS` (LIKE ops ignore case)."""
+        cond = sa.and_(s.c.account_id == tenant.account_id, s.c.mode == tenant.mode.value,
+                       *(sa.or_(*(_SEARCH_OPS[op](_SEARCH_FIELDS[f], v) for f, op, v in clause))
+                         for clause in where))
+        total = (await self.conn.execute(
+            sa.select(sa.func.count()).select_from(s).join(items, items.c.id == s.c.item_id)
+            .where(cond))).scalar_one()
+        keys = [_SEARCH_FIELDS[f].desc() if desc else _SEARCH_FIELDS[f].asc() for f, desc in order]
+        res = await self.conn.execute(
+            _SELECT.where(cond).order_by(*keys, s.c.pk).offset(offset).limit(limit))
+        return int(total), [_sub(r._mapping) for r in res]
 
     async def update(self, sub: Subscription) -> None:
         await self.conn.execute(sa.update(s).where(s.c.pk == sub.pk).values(**_values(sub)))

@@ -27,6 +27,7 @@ def endpoint_of(m: Any) -> Endpoint:
         previous_secret_expires_at=m["previous_secret_expires_at"],
         failing_since=m["failing_since"], disabled_reason=m["disabled_reason"],
         created_at=m["created_at"], updated_at=m["updated_at"], pk=m["pk"],
+        extra={"account_id": m["account_id"], "mode": m["mode"]},  # formats name the merchant
     )
 
 
@@ -58,7 +59,10 @@ class SqlWebhooks:
         wanted = sorted(set(pks))
         if not wanted:
             return {}
-        res = await self.conn.execute(sa.select(we).where(we.c.pk.in_(wanted)))
+        # Locked (PostgreSQL) and read fresh: the health bookkeeping that follows rewrites these
+        # rows, and must not write back a stale copy over a concurrent PATCH or secret rotation.
+        res = await self.conn.execute(
+            sa.select(we).where(we.c.pk.in_(wanted)).order_by(we.c.pk).with_for_update())
         return {r.pk: (Tenant(r.account_id, Mode(r.mode)), endpoint_of(r._mapping)) for r in res}
 
     async def page(self, tenant: Tenant, page: PageRequest) -> list[tuple[int, Endpoint]]:
