@@ -197,6 +197,14 @@ async def back_in_stock(body: BackInStockIn, tenant: AnyTenant,
             "productTitle": body.product_title or item.title,
             "variantTitle": body.variant_title or item.variant_title,
         }
+        # Asking twice for the same variant keeps one waiting request, so the shopper is
+        # told once when it is back.
+        waiting, _ = await uow.subscriptions.search(tenant, [
+            [("sku_code", "eq", item.sku_code)], [("reference", "eq", subscriber_id)],
+            [("reference_origin", "eq", "sequenzy")], [("status", "eq", "active")],
+        ], [], 0, 1)
+        if waiting:
+            return subscriber_id
         await subscriptions.subscribe(uow, tenant, subscriptions.SubscriptionInput(
             sku_code=item.sku_code, customer=customer, reference=subscriber_id,
             reference_origin="sequenzy", metadata={METADATA_KEY: snapshot}))
