@@ -337,3 +337,18 @@ async def test_sender_caps_the_excerpt_and_reads_retry_after() -> None:
     assert (busy.status_code, down.status_code, broken.status_code) == (429, 503, 500)
     assert moved.status_code == 302  # answered as is, not followed
     assert hits == ["/200", "/429", "/503", "/500", "/302"]
+
+
+@pytest.mark.parametrize("address", [
+    "::10.0.0.1",          # IPv4-compatible (deprecated) loopback/private
+    "64:ff9b:1::a00:1",    # local-use NAT64
+    "2002:a00:1::1",       # 6to4 wrapping 10.0.0.1
+    "2002:7f00:1::1",      # 6to4 wrapping 127.0.0.1
+    "fec0::1",             # site-local
+])
+def test_ipv4_hidden_in_ipv6_is_judged_as_ipv4(address: str) -> None:
+    assert not address_allowed(address)
+
+
+def test_6to4_of_a_public_ipv4_is_allowed() -> None:
+    assert address_allowed("2002:808:808::1")

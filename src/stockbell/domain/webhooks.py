@@ -140,8 +140,9 @@ BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
     "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
     "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96",
-    "fd00:ec2::254/128",
+    "::/96",  # unspecified, loopback and the deprecated IPv4-compatible ::a.b.c.d
+    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "64:ff9b::/96", "64:ff9b:1::/48",
+    "100::/64", "fd00:ec2::254/128",
 ))
 
 
@@ -154,8 +155,13 @@ def address_allowed(address: str, allow: tuple[ipaddress.IPv4Network | ipaddress
                                                  ...] = ()) -> bool:
     """False for addresses a webhook must not reach unless the operator allow-listed them."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside IPv6 (mapped, 6to4, Teredo) is judged as that IPv4 address.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not address_allowed(str(embedded), allow):
+            return False
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
     if any(ip in net for net in allow):
         return True
     return not any(ip in net for net in BLOCKED_NETWORKS) and ip.is_global
