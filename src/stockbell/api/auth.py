@@ -21,6 +21,7 @@ from stockbell.api.problems import ERROR_RESPONSES
 from stockbell.api.state import AppState, app_state
 from stockbell.domain.accounts import Mode, Principal, Tenant
 from stockbell.domain.errors import Forbidden, InvalidInput, Unauthorized
+from stockbell.domain.text import storable
 from stockbell.service import accounts as accounts_service
 
 ALGORITHM = "HS256"
@@ -89,20 +90,11 @@ async def _credentials(request: Request) -> tuple[str, str, str]:
     if not isinstance(client_id, str) or not isinstance(client_secret, str) \
             or not client_id or not client_secret:
         raise Unauthorized("client_id and client_secret are required")
-    if not (_storable(client_id) and _storable(client_secret)):
+    if not (storable(client_id) and storable(client_secret)):
         # No key has such a credential, and looking one up would fail in the driver
         # (PostgreSQL text holds no NUL; no driver encodes a lone surrogate).
         raise Unauthorized("invalid client credentials")
     return grant, client_id, client_secret
-
-
-def _storable(text: str) -> bool:
-    """Text without NUL and without lone surrogates (JSON lets "\\ud800" through)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
 
 
 @router.post("/oauth/token", response_model=TokenOut, responses=ERROR_RESPONSES,
@@ -137,7 +129,7 @@ async def _market_scope(request: Request) -> tuple[str, str] | None:
     if scope is None or scope == "":
         return None
     found = MARKET_SCOPE.fullmatch(scope) if isinstance(scope, str) else None
-    if found is None or not _storable(scope):
+    if found is None or not storable(scope):
         raise InvalidInput("scope must be market:<market code>", field="scope")
     return scope, found.group(1)
 

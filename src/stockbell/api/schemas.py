@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from pydantic import (
 )
 
 from stockbell.domain.stock import StockState
+from stockbell.domain.text import json_problem
 
 # No NUL bytes (PostgreSQL cannot store them) and lengths that fit the columns.
 _NO_NUL = r"^[^\x00]*$"
@@ -44,35 +44,14 @@ Quantity = Annotated[
     Field(description="A decimal number, as a string (\"12.375\") or an integer"),
 ]
 JsonObject = dict[str, Any]
-MAX_JSON_DEPTH = 32
-
-
-def _utf8(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
 
 
 def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
     """A free-form object must survive storage on either database and go back out as strict
-    JSON. Python's JSON parser lets NaN, Infinity and lone UTF-16 surrogates (\\ud800)
-    through, and responses cannot be serialized past ~250 levels of nesting."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
-            raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(node, dict):
-            for key, item in node.items():
-                _utf8(key)
-                stack.append((item, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((item, depth + 1) for item in node)
-        elif isinstance(node, str):
-            _utf8(node)
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    JSON (see domain/text.py); responses cannot be serialized past ~250 levels of nesting."""
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from stockbell.domain.accounts import ApiKey, Mode, Principal, Tenant
 from stockbell.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from stockbell.domain.text import storable
 from stockbell.service.clock import utcnow
 from stockbell.service.ports import UnitOfWork
 
@@ -56,17 +57,8 @@ async def create_key(uow: UnitOfWork, account: str, mode: Mode, publishable: boo
     return IssuedKey(account, mode, client_id, client_secret, publishable)
 
 
-def _plain_text(value: str) -> bool:
-    """No NUL (PostgreSQL text cannot hold it) and no lone surrogate (no driver encodes it)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
-
-
 async def verify_client(uow: UnitOfWork, client_id: str, client_secret: str) -> Principal:
-    if not (_plain_text(client_id) and _plain_text(client_secret)):
+    if not (storable(client_id) and storable(client_secret)):
         # No key was issued such a credential; looking it up would fail in the driver.
         raise Unauthorized("invalid client credentials")
     key = await uow.accounts.key_by_client_id(client_id)

@@ -43,6 +43,7 @@ from stockbell.domain.errors import StockbellError
 from stockbell.domain.quantity import to_micro
 from stockbell.domain.scope import Scope, ScopeKind
 from stockbell.domain.subscription import Customer, Status, Subscription
+from stockbell.domain.text import json_problem, storable
 from stockbell.service import customers as customers_service
 from stockbell.service import subscriptions as subs
 from stockbell.service.pagination import PageRequest
@@ -213,27 +214,11 @@ def _attributes(model: type[Strict], raw: Any) -> Any:
         raise _invalid(pointer, _MESSAGES.get(err["type"], str(err["msg"]))) from None
 
 
-def _storable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
 def _no_bad_text(doc: Any) -> None:
     """No NUL and no lone surrogate anywhere (PostgreSQL cannot store them)."""
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and not _storable(node):
-            raise _bad("INVALID_DATA_FORMAT", "Invalid data format",
-                       "strings must be valid Unicode without NUL characters")
+    if json_problem(doc, max_depth=10**6, allow_nul=False) is not None:
+        raise _bad("INVALID_DATA_FORMAT", "Invalid data format",
+                   "strings must be valid Unicode without NUL characters")
 
 
 def _reject_constant(name: str) -> Any:
@@ -343,7 +328,7 @@ def _value_error(detail: str) -> ApiError:
 
 
 def _typed(kind: str, value: str) -> Any:
-    if not _storable(value) or len(value) > 1000:
+    if not storable(value) or len(value) > 1000:
         raise _value_error("filter values must be valid text of at most 1000 characters")
     if kind == "number":
         try:
@@ -615,7 +600,7 @@ def _single(primary: list[dict[str, Any]], included: list[dict[str, Any]],
 # --- loading with this surface's visibility -----------------------------------------------
 
 def _check_id(value: str) -> str:
-    if not value or len(value) > 200 or not _storable(value):
+    if not value or len(value) > 200 or not storable(value):
         raise _not_found("The requested resource was not found. Please double-check the "
                          "resource id.")
     return value

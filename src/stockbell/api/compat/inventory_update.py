@@ -28,6 +28,7 @@ from stockbell.domain.accounts import Tenant
 from stockbell.domain.errors import InvalidInput, NotFound, StockbellError
 from stockbell.domain.quantity import MAX_ABS
 from stockbell.domain.stock import AVAILABLE
+from stockbell.domain.text import storable
 from stockbell.service import catalog as catalog_service
 from stockbell.service import inventory
 from stockbell.service.pagination import PageRequest
@@ -85,11 +86,8 @@ def _code(value: Any, name: str) -> str:
     if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
         raise StockbellError(f"Invalid field: {name} must be a string of at most 200 "
                              "characters", field=name)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise StockbellError(f"Invalid field: {name} must be valid Unicode text",
-                             field=name) from None
+    if not storable(value):
+        raise StockbellError(f"Invalid field: {name} must be valid Unicode text", field=name)
     return value.strip()
 
 

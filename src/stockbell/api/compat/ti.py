@@ -41,6 +41,7 @@ from stockbell.domain.errors import InvalidInput, NotFound, StockbellError, Unau
 from stockbell.domain.events import Event
 from stockbell.domain.quantity import from_micro
 from stockbell.domain.subscription import Subscription, is_expired
+from stockbell.domain.text import storable
 from stockbell.domain.webhooks import AttemptResult, Endpoint, RetryPolicy
 from stockbell.service import accounts as accounts_service
 from stockbell.service import catalog as catalog_service
@@ -193,10 +194,8 @@ def _text(value: Any, name: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
         raise InvalidInput(f"{name} must be a string of at most 200 characters.", field=name)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{name} must be valid Unicode text.", field=name) from None
+    if not storable(value):
+        raise InvalidInput(f"{name} must be valid Unicode text.", field=name)
     return value
 
 
