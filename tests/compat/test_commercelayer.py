@@ -328,9 +328,9 @@ def test_format_carries_only_its_topics() -> None:
     ep = CL_ENDPOINT
     assert ep.wants("subscription.created")
     assert ep.wants("back_in_stock")
-    assert ep.wants("subscription.updated", "activated")
-    assert ep.wants("subscription.updated", "deactivated")
-    assert not ep.wants("subscription.updated", "updated")
+    assert ep.wants("subscription.updated", {"change": "activated"})
+    assert ep.wants("subscription.updated", {"change": "deactivated"})
+    assert not ep.wants("subscription.updated", {"change": "updated"})
     assert not ep.wants("subscription.expired")
     assert not ep.wants("back_in_stock.requested")
     assert not ep.wants("inventory.count.updated")

@@ -352,3 +352,13 @@ def test_ipv4_hidden_in_ipv6_is_judged_as_ipv4(address: str) -> None:
 
 def test_6to4_of_a_public_ipv4_is_allowed() -> None:
     assert address_allowed("2002:808:808::1")
+
+
+def test_ti_endpoint_hears_only_ti_subscriptions() -> None:
+    ti = Endpoint(id="we_ti", url="https://x.example/", secret="whsec_AAAA", format="ti")
+    mine = {"subscription": {"reference_origin": "ti"}}
+    other = {"subscription": {"reference_origin": "sequenzy"}}
+    assert ti.accepts("back_in_stock", mine)
+    assert not ti.accepts("back_in_stock", other)
+    assert not ti.accepts("back_in_stock", {})
+    assert not ti.accepts("inventory.count.updated", mine)

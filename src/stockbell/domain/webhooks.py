@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,12 +30,25 @@ FORMAT_EVENT_TYPES["square"] = frozenset({"inventory.count.updated"})  # seed 00
 FORMAT_EVENT_TYPES["sequenzy"] = frozenset({"back_in_stock", "back_in_stock.requested"})  # 002
 FORMAT_EVENT_TYPES["commercelayer"] = frozenset({  # seed 003
     "subscription.created", "subscription.updated", "back_in_stock", "subscription.cancelled"})
-# Finer than the type, for vendors with one topic per transition: (format, event type) -> the
-# values of the event's data["change"] the format carries (Commerce Layer has topics for
-# activate and deactivate, none for a plain edit).
-FORMAT_EVENT_CHANGES: dict[tuple[str, str], frozenset[str]] = {
-    ("commercelayer", "subscription.updated"): frozenset({"activated", "deactivated"}),
-}
+# Finer than the type: a format may carry only some events of a type, judged on the event's
+# data. Commerce Layer has topics for activate and deactivate but none for a plain edit; a TI
+# push answers a TI subscription, so subscriptions made through other surfaces don't push.
+EventFilter = Callable[[str, Mapping[str, Any]], bool]
+
+
+def _commercelayer(event_type: str, data: Mapping[str, Any]) -> bool:
+    return event_type != "subscription.updated" or data.get("change") in (
+        "activated", "deactivated")
+
+
+def _ti(event_type: str, data: Mapping[str, Any]) -> bool:
+    if event_type != "back_in_stock":
+        return True
+    subscription = data.get("subscription")
+    return isinstance(subscription, dict) and subscription.get("reference_origin") == "ti"
+
+
+FORMAT_FILTERS: dict[str, EventFilter] = {"commercelayer": _commercelayer, "ti": _ti}
 
 ENDPOINT_DISABLED = "endpoint.disabled"
 ENDPOINT_RECOVERED = "endpoint.recovered"
@@ -65,17 +79,16 @@ class Endpoint:
     pk: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def wants(self, event_type: str, change: Any = None) -> bool:
-        """Its filter and its format both take this type (enabled or not); `change` is the
-        event's data["change"], for formats that carry only some changes of a type."""
+    def wants(self, event_type: str, data: Mapping[str, Any] | None = None) -> bool:
+        """Its filter and its format both take this event (enabled or not)."""
         carried = FORMAT_EVENT_TYPES.get(self.format)
-        changes = FORMAT_EVENT_CHANGES.get((self.format, event_type))
+        keep = FORMAT_FILTERS.get(self.format)
         return ((self.event_types is None or event_type in self.event_types)
                 and (carried is None or event_type in carried)
-                and (changes is None or change in changes))
+                and (keep is None or keep(event_type, data or {})))
 
-    def accepts(self, event_type: str, change: Any = None) -> bool:
-        return self.enabled and self.wants(event_type, change)
+    def accepts(self, event_type: str, data: Mapping[str, Any] | None = None) -> bool:
+        return self.enabled and self.wants(event_type, data)
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """During a rotation both secrets sign, so receivers can switch over without a gap."""

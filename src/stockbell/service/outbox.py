@@ -28,7 +28,7 @@ async def persist_events(uow: UnitOfWork, tenant: Tenant, events: list[Event]) -
     await uow.events.add_many(tenant, events)
     endpoints = await uow.webhooks.enabled(tenant)
     pairs = [(e.id, ep.pk) for e in events for ep in endpoints
-             if ep.accepts(e.type, e.data.get("change")) and e.id is not None
+             if ep.accepts(e.type, e.data) and e.id is not None
              and ep.pk is not None]
     if pairs:
         await uow.deliveries.add_many(tenant, pairs, utcnow())

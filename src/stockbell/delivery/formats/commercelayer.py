@@ -5,7 +5,7 @@ a GET of the same subscription answers.
 Topics: `in_stock_subscriptions.create | activate | deactivate | notify | destroy`, from
 subscription.created, subscription.updated (change activated / deactivated), back_in_stock and
 subscription.cancelled. No other event reaches a commercelayer endpoint (`FORMAT_EVENT_TYPES`
-and `FORMAT_EVENT_CHANGES` in domain/webhooks.py): Commerce Layer has no topic for an edit of
+and `FORMAT_FILTERS` in domain/webhooks.py): Commerce Layer has no topic for an edit of
 a subscription's attributes, nor for expiry. The one exception is the explicit test send, which
 goes out as the native envelope under the topic `webhook.test`.
 

@@ -82,15 +82,15 @@ class SqlDeliveries:
 
     async def replay(self, tenant: Tenant, endpoint: Endpoint, since: datetime,
                      now: datetime) -> int:
-        stmt = sa.select(ev.c.id, ev.c.type, ev.c.data["change"].as_string()).where(
+        stmt = sa.select(ev.c.id, ev.c.type, ev.c.data).where(
             ev.c.account_id == tenant.account_id, ev.c.mode == tenant.mode.value,
             ev.c.created_at >= since,
         ).order_by(ev.c.pk)
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
         assert endpoint.pk is not None
-        pairs = [(eid, endpoint.pk) for eid, etype, change in await self.conn.execute(stmt)
-                 if endpoint.wants(etype, change)]
+        pairs = [(eid, endpoint.pk) for eid, etype, data in await self.conn.execute(stmt)
+                 if endpoint.wants(etype, data)]
         await self.add_many(tenant, pairs, now)
         return len(pairs)
 
