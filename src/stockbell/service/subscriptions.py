@@ -117,6 +117,41 @@ async def subscribe(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput) -> 
     return sub
 
 
+async def find_waiting(uow: UnitOfWork, tenant: Tenant, sku_code: str, origin: str,
+                       reference: str) -> Subscription | None:
+    """The active, unexpired subscription of (item, reference_origin, reference), if any."""
+    now = utcnow()
+    _, rows = await uow.subscriptions.search(tenant, [
+        [("sku_code", "eq", sku_code)], [("reference_origin", "eq", origin)],
+        [("reference", "eq", reference)], [("status", "eq", Status.ACTIVE.value)],
+    ], [], 0, 50)
+    return next((sub for sub in rows if not rules.is_expired(sub, now)), None)
+
+
+async def subscribe_once(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput, *,
+                         refresh: bool) -> tuple[Subscription, bool]:
+    """Keep one waiting subscription per (item, reference_origin, reference), as vendor APIs
+    do (TI: one per part number; Sequenzy: one per subscriber and variant). A repeat either
+    refreshes the waiting one (threshold, expiry, auto-resubscribe, metadata) or leaves it be.
+    Returns (subscription, created)."""
+    if not inp.reference_origin or not inp.reference:
+        raise InvalidInput("reference_origin and reference name what is kept once")
+    item = await uow.catalog.get_item(tenant, inp.sku_code)
+    if item is None or item.id is None:
+        raise InvalidInput(f"unknown item {inp.sku_code!r}", field="sku_code")
+    # Serialises concurrent requests for the item, so two cannot both create one.
+    await uow.catalog.lock_items([item.id])
+    waiting = await find_waiting(uow, tenant, item.sku_code, inp.reference_origin,
+                                 inp.reference)
+    if waiting is None:
+        return await subscribe(uow, tenant, inp), True
+    if not refresh:
+        return waiting, False
+    patch = SubscriptionPatch(threshold=inp.threshold, auto_resubscribe=inp.auto_resubscribe,
+                              expires_at=inp.expires_at, metadata=inp.metadata)
+    return await update(uow, tenant, waiting.id, patch), False
+
+
 async def get(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     sub = await uow.subscriptions.get(tenant, sub_id)
     if sub is None:

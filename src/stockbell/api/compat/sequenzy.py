@@ -199,15 +199,9 @@ async def back_in_stock(body: BackInStockIn, tenant: AnyTenant,
         }
         # Asking twice for the same variant keeps one waiting request, so the shopper is
         # told once when it is back.
-        waiting, _ = await uow.subscriptions.search(tenant, [
-            [("sku_code", "eq", item.sku_code)], [("reference", "eq", subscriber_id)],
-            [("reference_origin", "eq", "sequenzy")], [("status", "eq", "active")],
-        ], [], 0, 1)
-        if waiting:
-            return subscriber_id
-        await subscriptions.subscribe(uow, tenant, subscriptions.SubscriptionInput(
+        await subscriptions.subscribe_once(uow, tenant, subscriptions.SubscriptionInput(
             sku_code=item.sku_code, customer=customer, reference=subscriber_id,
-            reference_origin="sequenzy", metadata={METADATA_KEY: snapshot}))
+            reference_origin="sequenzy", metadata={METADATA_KEY: snapshot}), refresh=False)
         return subscriber_id
 
     subscriber_id = await app_state(request).db.run(work)

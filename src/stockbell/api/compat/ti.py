@@ -310,21 +310,13 @@ async def _upsert(uow: UnitOfWork, tenant: Tenant, req: _Request) -> Subscriptio
     if item is None or item.id is None:
         raise InvalidInput(f"tiPartNumber ('{req.part}') does not exist. Verify the part "
                            "number and resubmit your request.", field="tiPartNumber")
-    # Serialises concurrent requests for the same part, so two cannot both create one.
-    await uow.catalog.lock_items([item.id])
-    expires_at = utcnow() + timedelta(days=req.expiration)
-    metadata = {"currency": req.currency, "expiration": req.expiration}
-    existing = await _active(uow, tenant, item.sku_code)
-    if existing:
-        patch = subs.SubscriptionPatch(threshold=str(req.quantity),
-                                       auto_resubscribe=req.auto_subscribe,
-                                       expires_at=expires_at, reference=req.part,
-                                       metadata=metadata)
-        return await subs.update(uow, tenant, existing[0].id, patch)
-    return await subs.subscribe(uow, tenant, subs.SubscriptionInput(
+    sub, _ = await subs.subscribe_once(uow, tenant, subs.SubscriptionInput(
         sku_code=item.sku_code, threshold=str(req.quantity),
-        auto_resubscribe=req.auto_subscribe, expires_at=expires_at, reference=req.part,
-        reference_origin=ORIGIN, metadata=metadata))
+        auto_resubscribe=req.auto_subscribe,
+        expires_at=utcnow() + timedelta(days=req.expiration), reference=req.part,
+        reference_origin=ORIGIN,
+        metadata={"currency": req.currency, "expiration": req.expiration}), refresh=True)
+    return sub
 
 
 async def _remove(uow: UnitOfWork, tenant: Tenant, part: str) -> Subscription:
