@@ -205,3 +205,30 @@ async def test_batches_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
         assert got.notify_count == 1
     finally:
         await db.dispose()
+
+
+async def test_cancel_racing_a_restock_neither_deadlocks_nor_resurrects(pg_url: str) -> None:
+    """Cancelling (or deactivating) a subscription while a restock fires it: the two serialise
+    on the item, so no retry is needed, and a cancelled subscription never ends up `notified`
+    (it either fired first and was then cancelled, or was cancelled and did not fire)."""
+    db = SqlDatabase(pg_url, pool_size=8)
+    try:
+        tenant = await new_tenant(db, ("SKU-C",))
+        counted = Counted(db)
+        for n in range(12):
+            await db.run(lambda uow: inventory.apply_changes(
+                uow, tenant, [count("SKU-C", "L1", Decimal(0))]))
+            subs = [await db.run(lambda uow: subscriptions.subscribe(
+                uow, tenant, SubscriptionInput("SKU-C", threshold="1"))) for _ in range(4)]
+            end = subscriptions.cancel if n % 2 else subscriptions.deactivate
+            await asyncio.wait_for(asyncio.gather(
+                counted.run(lambda uow: inventory.apply_changes(
+                    uow, tenant, [count("SKU-C", "L1", Decimal(5))])),
+                *(counted.run(partial(end, tenant=tenant, sub_id=s.id)) for s in subs),
+            ), timeout=30)
+            for s in subs:
+                final = await db.run(partial(subscriptions.get, tenant=tenant, sub_id=s.id))
+                assert final.status.value in ("cancelled", "inactive"), final.status
+        assert counted.attempts == counted.runs, "a transaction was retried (deadlock?)"
+    finally:
+        await db.dispose()

@@ -152,6 +152,15 @@ async def subscribe_once(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput
     return await update(uow, tenant, waiting.id, patch), False
 
 
+async def _get_locked(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
+    """The subscription, read again after locking its item: every writer of a subscription
+    (a restock firing it, a change of it) takes the item lock first, so they serialise in
+    one order instead of deadlocking, and none acts on a status another just changed."""
+    sub = await get(uow, tenant, sub_id)
+    await uow.catalog.lock_items([sub.item_id])
+    return await get(uow, tenant, sub_id)
+
+
 async def get(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     sub = await uow.subscriptions.get(tenant, sub_id)
     if sub is None:
@@ -178,7 +187,7 @@ async def update(
     uow: UnitOfWork, tenant: Tenant, sub_id: str, patch: SubscriptionPatch
 ) -> Subscription:
     now = utcnow()
-    sub = await get(uow, tenant, sub_id)
+    sub = await _get_locked(uow, tenant, sub_id)
     if sub.status is Status.CANCELLED:
         raise InvalidInput("a cancelled subscription cannot be changed")
     if patch.threshold is not _UNSET:
@@ -212,21 +221,21 @@ async def _transition(uow: UnitOfWork, tenant: Tenant, sub: Subscription, status
 
 async def activate(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     now = utcnow()
-    sub = await get(uow, tenant, sub_id)
+    sub = await _get_locked(uow, tenant, sub_id)
     return await _transition(uow, tenant, sub, rules.activate(sub, now),
                              ev.SUBSCRIPTION_UPDATED, now, "activated")
 
 
 async def deactivate(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     now = utcnow()
-    sub = await get(uow, tenant, sub_id)
+    sub = await _get_locked(uow, tenant, sub_id)
     return await _transition(uow, tenant, sub, rules.deactivate(sub), ev.SUBSCRIPTION_UPDATED,
                              now, "deactivated")
 
 
 async def cancel(uow: UnitOfWork, tenant: Tenant, sub_id: str) -> Subscription:
     now = utcnow()
-    sub = await get(uow, tenant, sub_id)
+    sub = await _get_locked(uow, tenant, sub_id)
     return await _transition(uow, tenant, sub, Status.CANCELLED, ev.SUBSCRIPTION_CANCELLED, now)
 
 
@@ -234,6 +243,10 @@ async def expire_due(uow: UnitOfWork, limit: int = 500) -> int:
     """Turn subscriptions past expires_at into `expired`, one event each. Returns how many."""
     now = utcnow()
     due = await uow.subscriptions.due_to_expire(now, limit)
+    if not due:
+        return 0
+    await uow.catalog.lock_items(sorted({sub.item_id for _, sub in due}))
+    due = await uow.subscriptions.due_to_expire(now, limit)  # as of the lock
     for tenant, sub in due:
         await _transition(uow, tenant, sub, Status.EXPIRED, ev.SUBSCRIPTION_EXPIRED, now)
     return len(due)
