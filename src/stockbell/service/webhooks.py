@@ -100,8 +100,11 @@ async def create_endpoint(uow: UnitOfWork, tenant: Tenant, url: str, description
     return await uow.webhooks.add(tenant, ep)
 
 
-async def get_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str) -> Endpoint:
-    ep = await uow.webhooks.get(tenant, endpoint_id)
+async def get_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
+                       for_update: bool = False) -> Endpoint:
+    """`for_update` locks the row (PostgreSQL) for a read-modify-write, so a change here and
+    the dispatcher's health bookkeeping never write back each other's stale copy."""
+    ep = await uow.webhooks.get(tenant, endpoint_id, for_update)
     if ep is None:
         raise NotFound(f"webhook endpoint {endpoint_id!r} does not exist")
     return ep
@@ -114,7 +117,7 @@ async def list_endpoints(uow: UnitOfWork, tenant: Tenant, page: PageRequest) -> 
 
 async def update_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
                           patch: EndpointPatch) -> Endpoint:
-    ep = await get_endpoint(uow, tenant, endpoint_id)
+    ep = await get_endpoint(uow, tenant, endpoint_id, for_update=True)
     for name in ("url", "description", "event_types", "format"):
         value = getattr(patch, name)
         if value is not _UNSET:
@@ -133,12 +136,12 @@ async def update_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
 
 
 async def delete_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str) -> None:
-    await uow.webhooks.delete(await get_endpoint(uow, tenant, endpoint_id))
+    await uow.webhooks.delete(await get_endpoint(uow, tenant, endpoint_id, for_update=True))
 
 
 async def rotate_secret(uow: UnitOfWork, tenant: Tenant, endpoint_id: str) -> Endpoint:
     """New secret now; the old one keeps signing alongside for 24 hours."""
-    ep = await get_endpoint(uow, tenant, endpoint_id)
+    ep = await get_endpoint(uow, tenant, endpoint_id, for_update=True)
     now = utcnow()
     ep.previous_secret, ep.previous_secret_expires_at = ep.secret, now + ROTATION_OVERLAP
     ep.secret = new_secret()

@@ -50,8 +50,10 @@ class SqlWebhooks:
         endpoint.pk = int(res.scalar_one())
         return endpoint
 
-    async def get(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None:
-        res = await self.conn.execute(sa.select(we).where(_scoped(tenant), we.c.id == endpoint_id))
+    async def get(self, tenant: Tenant, endpoint_id: str,
+                  for_update: bool = False) -> Endpoint | None:
+        stmt = sa.select(we).where(_scoped(tenant), we.c.id == endpoint_id)
+        res = await self.conn.execute(stmt.with_for_update() if for_update else stmt)
         row = res.first()
         return endpoint_of(row._mapping) if row else None
 
