@@ -77,8 +77,10 @@ def serve(
     _logging(settings.log_level)
     console.print(f"[bold]Stockbell[/bold] database: {settings.db_url}")
     console.print(f"Listening on [bold]http://{host}:{port}[/bold]  (API docs at /docs)")
-    console.print("Get a key: stockbell accounts create shop && "
-                  "stockbell keys create --account shop --mode test")
+    console.print("Get a key (in another terminal, same directory):\n"
+                  "  ./run accounts create shop\n"
+                  "  ./run keys create --account shop --mode test\n"
+                  "(or `stockbell accounts create ...` inside the virtualenv)")
     if no_dispatcher:
         console.print("Dispatcher disabled (--no-dispatcher).")
     uvicorn.run(create_app(settings, dispatcher=not no_dispatcher), host=host, port=port,

@@ -175,7 +175,9 @@ def test_serve_answers_and_accepts_cli_keys(cli_db: str, shop: dict[str, Any],
             time.sleep(0.1)
         assert r.json()["info"]["title"] == "Stockbell"
         assert "/v1/subscriptions" in r.json()["paths"]
-        assert base in Path(log.name).read_text()  # it says where it listens
+        printed = Path(log.name).read_text()
+        assert base in printed  # it says where it listens ...
+        assert "keys create --account" in printed  # ... and how to get a key
 
         secret = {"Authorization": f"Bearer {shop['client_secret']}"}
         r = httpx.put(f"{base}/v1/items/SKU-1", json={"title": "Boot"}, headers=secret)
