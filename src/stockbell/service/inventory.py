@@ -206,8 +206,8 @@ async def apply_changes(
     stock_keys, avail_keys = _keys(changes, markets_of)
     ledger = await uow.stock.load(stock_keys, avail_keys)
     ledger.markets_of = markets_of
-    market_ids = {m for ms in markets_of.values() for m in ms}
-    codes = await uow.catalog.scope_codes([i for i in loc_by_id if i is not None], market_ids)
+    # Location codes are at hand; market codes are looked up only if a market scope fires.
+    codes = {f"L:{loc.id}": loc.code for loc in locations.values()}
 
     firing = _Firing(now)
     events: list[Event] = []
@@ -255,6 +255,8 @@ async def _evaluate(
         if decided is None:
             continue
         kind, sub = decided
+        if move.scope.ref is not None and move.scope.key not in codes:
+            codes.update(await uow.catalog.scope_codes((), [move.scope.ref]))
         sub.sku_code = item.sku_code
         sub.scope_code = codes.get(move.scope.key)
         if kind == ev.BACK_IN_STOCK:
