@@ -1,0 +1,1 @@
+"""Stockbell benchmarks: `python -m bench <scenario> [--db sqlite|postgres] [--quick]`."""

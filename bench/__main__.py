@@ -1,0 +1,46 @@
+"""`python -m bench <scenario> [--db sqlite|postgres] [--quick]`
+
+Scenarios: ingest, batch, subs, fanout, latency, memory (or `all`). Each starts its own
+database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1, runs bounded load,
+stops everything, and prints one table: figure, baseline measured in the same run, ratio, bar.
+Exit status 0 even when a bar does not hold (the table says so); 2 on a harness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+from bench.scenarios import SCENARIOS
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--quick", action="store_true", help="small and short (< 1 minute)")
+    args = parser.parse_args()
+    names = [n for n in SCENARIOS if n != "memory"] if args.scenario == "all" \
+        else [args.scenario]
+    status = 0
+    for name in names:
+        t0 = time.monotonic()
+        os.environ["BENCH_LABEL"] = name  # names py-spy files under BENCH_PROFILE
+        try:
+            table = SCENARIOS[name](args.db, args.quick)
+        except Exception:
+            traceback.print_exc()
+            print(f"### {name} ({args.db}): harness error, see above\n")
+            status = 2
+            continue
+        print(table.render())
+        print(f"\n({name} took {time.monotonic() - t0:.0f} s)\n", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

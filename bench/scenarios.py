@@ -1,0 +1,460 @@
+"""The scenarios. Each builds its own Env, measures, and returns a Table."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import seed
+from bench.env import Env
+from bench.report import Row, Table
+
+UNIT = 1_000_000  # micro-units per unit of quantity
+
+
+def load_note() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average at start: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+async def closed_loop(work: Callable[[int], Awaitable[None]], concurrency: int,
+                      seconds: float, warmup: float) -> tuple[float, int, int]:
+    """`concurrency` tasks calling `work(i)` back to back. Returns (ops/s, ops, errors)
+    over `seconds`, after `warmup` seconds that are not counted."""
+    counter = itertools.count()
+    done = 0
+    errors = 0
+    counting = False
+    stop = False
+
+    async def one() -> None:
+        nonlocal done, errors
+        while not stop:
+            try:
+                await work(next(counter))
+                if counting:
+                    done += 1
+            except Exception:
+                errors += 1
+
+    tasks = [asyncio.create_task(one()) for _ in range(concurrency)]
+    await asyncio.sleep(warmup)
+    counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    counting = False
+    elapsed = time.perf_counter() - t0
+    stop = True
+    await asyncio.gather(*tasks)
+    return done / elapsed, done, errors
+
+
+def _count(sku: str, loc: str, qty: int | str) -> dict[str, Any]:
+    return {"type": "count", "sku_code": sku, "location": loc, "quantity": str(qty)}
+
+
+async def _post_ok(s: aiohttp.ClientSession, path: str, body: Any) -> bytes:
+    async with s.post(path, data=orjson.dumps(body),
+                      headers={"content-type": "application/json"}) as r:
+        data = await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"POST {path} -> {r.status}: {data[:300]!r}")
+        return data
+
+
+async def _get_ok(s: aiohttp.ClientSession, path: str) -> None:
+    async with s.get(path) as r:
+        data = await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"GET {path} -> {r.status}: {data[:300]!r}")
+
+
+def _memory_rows(t: Table, env: Env) -> None:
+    env.note_peaks()
+    for name in sorted(env.peaks):
+        if name == "receiver":
+            continue
+        t.add(Row(f"peak RSS (VmHWM) of {name}", env.peaks[name], "MiB", bar="<= 300 MiB"),
+              hi=300)
+
+
+# --- 1. ingest ---------------------------------------------------------------------------------
+
+def ingest(db: str, quick: bool) -> Table:
+    seconds, warmup, conc = (5.0, 1.0, 32) if quick else (20.0, 3.0, 32)
+    t = Table(f"ingest ({db}{', quick' if quick else ''})")
+    t.notes.append(load_note())
+    with Env(db) as env:
+        env.start_serve()
+
+        async def go() -> None:
+            async with env.session(limit=conc) as s:
+                skus, locs = await env.catalog(s, 100, 4)
+
+                async def bare(i: int) -> None:
+                    await _get_ok(s, f"/v1/locations/{locs[i % 4]}")
+
+                async def change(i: int) -> None:
+                    body = {"changes": [_count(skus[i % 100], locs[(i // 100) % 4], i % 50)]}
+                    await _post_ok(s, "/v1/inventory/changes", body)
+
+                base, nb, eb = await closed_loop(bare, conc, seconds, warmup)
+                rate, nc, ec = await closed_loop(change, conc, seconds, warmup)
+                t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request", rate,
+                          "req/s", base, "GET /v1/locations/{code}, same key",
+                          bar="ratio >= 0.5"), lo=0.5, on_ratio=True)
+                t.notes.append(f"{conc} concurrent keep-alive connections (one aiohttp session in "
+                               f"this process), {seconds:.0f} s measured after {warmup:.0f} s "
+                               f"warm-up each; requests: baseline {nb} ({eb} errors), "
+                               f"changes {nc} ({ec} errors)")
+                t.notes.append("each change is a count on one of 100 items x 4 locations "
+                               "(rotating), which also writes an inventory.count.updated event; "
+                               "no webhook endpoint is registered")
+
+        asyncio.run(go())
+        _memory_rows(t, env)
+    return t
+
+
+# --- 2. batch ----------------------------------------------------------------------------------
+
+def batch(db: str, quick: bool) -> Table:
+    conc = 4
+    n_batches = 4 if quick else 32  # after one warm-up batch per client
+    n_items, n_locs, size = 1000, 4, 1000
+    t = Table(f"batch ({db}{', quick' if quick else ''})")
+    t.notes.append(load_note())
+    with Env(db) as env:
+        env.start_serve()
+
+        async def go() -> None:
+            async with env.session(limit=conc) as s:
+                skus, locs = await env.catalog(s, n_items, n_locs)
+                per = n_items // conc  # each client its own items: no lock waits between them
+                rounds = itertools.count()
+
+                async def one(lane: int) -> None:
+                    r = next(rounds)
+                    mine = skus[lane * per:(lane + 1) * per]
+                    changes = [_count(mine[k % per], locs[(k // per) % n_locs], (r + k) % 50)
+                               for k in range(size)]
+                    await _post_ok(s, "/v1/inventory/changes", {"changes": changes})
+
+                await asyncio.gather(*(one(lane) for lane in range(conc)))  # warm-up
+                todo = iter(range(n_batches))
+
+                async def client(lane: int) -> None:
+                    for _ in todo:
+                        await one(lane)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(client(lane) for lane in range(conc)))
+                elapsed = time.perf_counter() - t0
+                t.add(Row("changes/s, batches of 1,000 per request", n_batches * size / elapsed,
+                          "changes/s", bar=">= 20,000/s"), lo=20_000)
+                t.notes.append(f"{n_batches} batches of {size} changes in {elapsed:.1f} s from "
+                               f"{conc} concurrent clients, after one warm-up batch each; each "
+                               f"client counts its own {per} items x {n_locs} locations")
+
+        asyncio.run(go())
+        _memory_rows(t, env)
+    return t
+
+
+# --- 3. subs -----------------------------------------------------------------------------------
+
+def subs(db: str, quick: bool) -> Table:
+    n_subs, n_changes = (100_000, 300) if quick else (1_000_000, 1000)
+    t = Table(f"subs ({db}{', quick' if quick else ''})")
+    t.notes.append(load_note())
+    with Env(db) as env:
+        env.start_serve()
+
+        async def setup() -> tuple[list[str], list[str], list[str]]:
+            async with env.session(limit=16) as s:
+                hot, locs = await env.catalog(s, 10, 4, prefix="HOT")
+                other, _ = await env.catalog(s, 1000, 0, prefix="OTHER")
+                return hot, locs, other
+
+        hot, locs, other = asyncio.run(setup())
+
+        async def measure() -> list[float]:
+            times: list[float] = []
+            async with env.session(limit=1) as s:
+                for i in range(n_changes + 100):  # the first 100 are warm-up
+                    # counts alternate 0 -> 5 -> 0: every other change is an upward move that
+                    # asks for subscriptions crossing (0, 5] on that (item, scope)
+                    k = i // 2
+                    body = {"changes": [_count(hot[k % 10], locs[(k // 10) % 4],
+                                               5 if i % 2 == 0 else 0)]}
+                    t0 = time.perf_counter()
+                    await _post_ok(s, "/v1/inventory/changes", body)
+                    if i >= 100:
+                        times.append(time.perf_counter() - t0)
+            return times
+
+        empty = asyncio.run(measure())
+        account_id, item_ids = seed.ids(env, hot + other)
+        thresholds = [(100 + j) * UNIT for j in range(1000)]  # never crossed by 0 -> 5
+        took = seed.subscriptions(env, account_id, list(item_ids.values()), thresholds, n_subs)
+        full = asyncio.run(measure())
+        for label, f in (("mean", statistics.fmean), ("p50", statistics.median)):
+            a, b = f(empty) * 1000, f(full) * 1000
+            row = Row(f"time per change ({label}), {n_subs:,} active subscriptions", b, "ms",
+                      a, "0 subscriptions", bar="ratio <= 1.2")
+            t.add(row, hi=1.2, on_ratio=True)
+        t.notes.append(f"{n_changes} single-change requests, one client, sequential, after 100 "
+                       "warm-up requests; counts alternate 0/5 on 10 items x 4 locations")
+        t.notes.append(f"{n_subs:,} subscriptions inserted directly ({took:.1f} s) over 1,010 "
+                       "items (the 10 measured ones included) with thresholds 100..1099, "
+                       "which the 0 -> 5 moves never cross")
+        _memory_rows(t, env)
+    return t
+
+
+# --- 4. fanout ---------------------------------------------------------------------------------
+
+async def _wait_received(env: Env, n: int, cap: float) -> dict[str, Any]:
+    deadline = time.monotonic() + cap
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        st = await env.receiver_stats()
+        if st["count"] >= n or time.monotonic() > deadline:
+            return st
+        if st["count"] != last_count:
+            last_count, last_change = st["count"], time.monotonic()
+        elif time.monotonic() - last_change > 30:
+            return st  # stalled
+        await asyncio.sleep(0.25)
+
+
+def _rate(st: dict[str, Any]) -> float | None:
+    span = st["last"] - st["first"]
+    return (st["count"] - 1) / span if st["count"] > 1 and span > 0 else None
+
+
+async def raw_post_loop(env: Env, st: dict[str, Any], conc: int, seconds: float) -> float:
+    """The same signed body and headers the dispatcher sent, POSTed back to back."""
+    body = st["sample_body"].encode()
+    headers = dict(st["sample_headers"])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+
+        async def one(i: int) -> None:
+            async with s.post(env.receiver_url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(str(r.status))
+
+        rate, _, _ = await closed_loop(one, conc, seconds, 1.0)
+    return rate
+
+
+def fanout(db: str, quick: bool) -> Table:
+    n = 10_000 if quick else 100_000
+    cap = 25.0 if quick else 150.0
+    conc = 8  # STOCKBELL_ENDPOINT_CONCURRENCY's default: in flight per endpoint and process
+    t = Table(f"fanout ({db}{', quick' if quick else ''})")
+    t.notes.append(load_note())
+    pg = db == "postgres"
+    with Env(db) as env:
+        env.start_receiver()
+        env.start_serve(dispatcher=not pg)
+        if pg:
+            env.start_worker()
+
+        async def setup() -> list[str]:
+            async with env.session(limit=4) as s:
+                skus, _ = await env.catalog(s, 2 if pg else 1, 1, prefix="FAN")
+                await env.call(s, "POST", "/v1/webhook-endpoints",
+                               {"url": env.receiver_url, "event_types": ["back_in_stock"]})
+                return skus
+
+        skus = asyncio.run(setup())
+        account_id, item_ids = seed.ids(env, skus)
+        took = 0.0
+        for sku in skus:
+            took += seed.subscriptions(env, account_id, [item_ids[sku]], [UNIT], n)
+
+        async def restock(sku: str) -> tuple[float, dict[str, Any]]:
+            async with env.session(limit=1) as s:
+                t0 = time.perf_counter()
+                data = await _post_ok(s, "/v1/inventory/changes",
+                                      {"changes": [_count(sku, "LOC-000", 5)]})
+                took = time.perf_counter() - t0
+            fired = orjson.loads(data)["notifications"]
+            if fired != n:
+                raise RuntimeError(f"expected {n} notifications, got {fired}")
+            return took, await _wait_received(env, n, cap)
+
+        async def go() -> None:
+            took1, st1 = await restock(skus[0])
+            t.add(Row(f"restock firing {n:,} subscriptions: request time", took1, "s",
+                      bar="<= 3 s"), hi=3.0)
+            rate1 = _rate(st1)
+            who = "1 worker process" if pg else "serve's in-process dispatcher"
+            raw = await raw_post_loop(env, st1, conc, 5.0 if quick else 10.0) if st1["count"] \
+                else None
+            t.add(Row(f"deliveries/s to a loopback receiver, {who}", rate1, "/s", raw,
+                      f"raw aiohttp POST loop, {conc} in flight", bar="ratio >= 0.6"),
+                  lo=0.6, on_ratio=True)
+            t.notes.append(f"first restock: {st1['count']:,} of {n:,} deliveries received "
+                           f"(waited at most {cap:.0f} s); rate = received / (last - first "
+                           "arrival) at the receiver")
+            if pg:
+                env.note_peaks()
+                env.start_worker()
+                await env.receiver_reset()
+                took2, st2 = await restock(skus[1])
+                rate2 = _rate(st2)
+                t.add(Row(f"restock firing {n:,} subscriptions: request time (2nd item)", took2,
+                          "s", bar="<= 3 s"), hi=3.0)
+                t.add(Row("deliveries/s, 2 worker processes", rate2, "/s", rate1,
+                          "1 worker, same run", bar="ratio >= 1.6"), lo=1.6, on_ratio=True)
+                t.notes.append(f"second restock: {st2['count']:,} of {n:,} received")
+
+        asyncio.run(go())
+        t.notes.append(f"{n:,} subscriptions per item inserted directly ({took:.1f} s); one "
+                       "webhook endpoint (event_types [back_in_stock]) on the receiver "
+                       "subprocess; default delivery settings (8 in flight per endpoint and "
+                       "process)")
+        if pg:
+            t.notes.append("API: stockbell serve --no-dispatcher; deliveries: stockbell worker")
+        _memory_rows(t, env)
+    return t
+
+
+# --- 5. latency --------------------------------------------------------------------------------
+
+def latency(db: str, quick: bool) -> Table:
+    t = Table(f"latency ({db}{', quick' if quick else ''})")
+    seconds = 5.0 if quick else 30.0
+    # the bar's rate, then a rate far below what ingest sustains (pipeline latency unloaded)
+    for rate in (200, 20):
+        _latency_at(t, db, rate, seconds)
+    return t
+
+
+def _latency_at(t: Table, db: str, rate: int, seconds: float) -> None:
+    os.environ["BENCH_LABEL"] = f"latency{rate}"  # names py-spy files under BENCH_PROFILE
+    t.notes.append(f"at {rate}/s: {load_note()}")
+    pg = db == "postgres"
+    with Env(db) as env:
+        env.start_receiver(record=True)
+        env.start_serve(dispatcher=not pg)
+        if pg:
+            env.start_worker()
+
+        async def go() -> None:
+            async with env.session(limit=64) as s:
+                skus, locs = await env.catalog(s, 100, 4)
+                await env.call(s, "POST", "/v1/webhook-endpoints",
+                               {"url": env.receiver_url,
+                                "event_types": ["inventory.count.updated"]})
+                await env.receiver_reset()
+                acked: dict[tuple[str, str, int], float] = {}
+                rtt: list[float] = []
+                errors = 0
+                last_ack = 0.0
+
+                async def one(i: int) -> None:
+                    nonlocal errors, last_ack
+                    key = (skus[i % 100], locs[(i // 100) % 4], i + 1)  # unique quantity
+                    t0 = time.perf_counter()
+                    try:
+                        await _post_ok(s, "/v1/inventory/changes",
+                                       {"changes": [_count(*key)]})
+                    except Exception:
+                        errors += 1
+                        return
+                    acked[key] = time.time()
+                    rtt.append(time.perf_counter() - t0)
+                    last_ack = time.perf_counter()
+
+                total = int(rate * seconds)
+                start = time.perf_counter()
+                tasks = []
+                for i in range(total):  # open loop: start each change on schedule
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(i)))
+                await asyncio.gather(*tasks)
+                sent_for = last_ack - start
+                n_acked = len(acked)
+                await _wait_received(env, len(acked), 20.0)
+                async with aiohttp.ClientSession() as r, \
+                        r.get(env.receiver_base + "/records") as resp:
+                    records = orjson.loads(await resp.read())
+            lat = []
+            for arrived, ev in records:
+                d = ev["data"]
+                key = (d["sku_code"], d["location"], int(Decimal(d["counts"][0]["quantity"])))
+                if key in acked:
+                    lat.append((arrived - acked.pop(key)) * 1000)
+            lat.sort()
+            rtt_ms = sorted(x * 1000 for x in rtt)
+
+            def pct(xs: list[float], p: float) -> float | None:
+                return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else None
+
+            at = f"at {rate}/s"
+            t.add(Row(f"{at}: changes acknowledged per second", n_acked / sent_for, "/s",
+                      bar=f">= {rate}/s (else overloaded)"), lo=rate * 0.98)
+            t.add(Row(f"{at}: ack -> webhook received, p50", pct(lat, 0.50), "ms",
+                      pct(rtt_ms, 0.50), "request round trip p50"))
+            bar = "<= 25 ms at a sustained 200/s" if rate == 200 else "(diagnostic)"
+            p99 = t.add(Row(f"{at}: ack -> webhook received, p99", pct(lat, 0.99), "ms",
+                            pct(rtt_ms, 0.99), "request round trip p99", bar=bar),
+                        hi=25.0 if rate == 200 else None)
+            if rate == 200 and n_acked / sent_for < rate * 0.98:
+                # acks delayed by queueing make ack -> arrival look short: no pass when the
+                # offered rate was not sustained
+                p99.ok = False
+            t.add(Row(f"{at}: ack -> webhook received, max", lat[-1] if lat else None, "ms",
+                      rtt_ms[-1] if rtt_ms else None, "request round trip max"))
+            t.notes.append(f"{at}: {total} changes offered at {rate}/s open loop (one task per "
+                           f"change, no cap on requests in flight), all acknowledged after "
+                           f"{sent_for:.1f} s; {errors} request errors; {len(lat)} webhooks "
+                           f"matched to their change; {len(acked)} acknowledged changes never "
+                           "arrived within 20 s")
+            if rate != 200:
+                return
+            t.notes.append("latency = receiver's arrival time - the client's time on reading "
+                           "the 200 (same machine clock); negative means the webhook beat the "
+                           "response")
+            if pg:
+                t.notes.append("API: stockbell serve --no-dispatcher; deliveries: one "
+                               "stockbell worker (woken by LISTEN/NOTIFY)")
+
+        asyncio.run(go())
+        if rate == 200:
+            _memory_rows(t, env)
+
+
+# --- 7. memory ---------------------------------------------------------------------------------
+
+def memory(db: str, quick: bool) -> Table:
+    t = Table(f"memory ({db}{', quick' if quick else ''})")
+    t.notes.append(load_note())
+    for name, scenario in (("batch", batch), ("fanout", fanout)):
+        sub = scenario(db, quick)
+        for row in sub.rows:
+            if row.figure.startswith("peak RSS"):
+                row.figure = f"{row.figure}, during {name}"
+                t.rows.append(row)
+    return t
+
+
+SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
+    "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
+    "memory": memory,
+}
