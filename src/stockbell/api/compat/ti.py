@@ -33,23 +33,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from stockbell.api.auth import SecretTenant, issue_token
 from stockbell.api.problems import ErrorInfo, register_surface
 from stockbell.api.state import app_state
-from stockbell.delivery.dispatcher import signed_request
 from stockbell.delivery.formats.ti import number
+from stockbell.delivery.test_send import send_test
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.catalog import Item
 from stockbell.domain.errors import InvalidInput, NotFound, StockbellError, Unauthorized
-from stockbell.domain.events import Event
 from stockbell.domain.quantity import from_micro
 from stockbell.domain.subscription import Subscription, is_expired
 from stockbell.domain.text import storable
-from stockbell.domain.webhooks import AttemptResult, Endpoint, RetryPolicy
+from stockbell.domain.webhooks import Endpoint
 from stockbell.service import accounts as accounts_service
 from stockbell.service import catalog as catalog_service
 from stockbell.service import subscriptions as subs
 from stockbell.service import webhooks as webhooks_service
 from stockbell.service.clock import utcnow
 from stockbell.service.pagination import MAX_LIMIT, PageRequest, page_request
-from stockbell.service.ports import Claimed, UnitOfWork
+from stockbell.service.ports import UnitOfWork
 
 TOKEN_PATH = "/v1/oauth/accesstoken"
 PREFIX = "/v2/store/subscriptions/inventory"
@@ -414,18 +413,9 @@ async def remove(tenant: SecretTenant, request: Request,
              summary="TI: send the example notification to your API; answers its status")
 async def test(tenant: SecretTenant, request: Request) -> JSONResponse:
     state = app_state(request)
-
-    async def prepare(uow: UnitOfWork) -> tuple[Endpoint, Event, int, str]:
-        ep = await _endpoint(uow, tenant)
-        return await webhooks_service.create_test_delivery(uow, tenant, ep.id)
-
-    ep, event, pk, _ = await state.db.run(prepare)
-    assert ep.pk is not None
-    headers, body = signed_request(Claimed(pk, "", 0, ep, event))
-    attempt, _ = await state.sender.post(ep.url, headers, body)
-    result = AttemptResult(pk, ep.pk, 0, attempt)
-    await state.db.run(lambda uow: webhooks_service.record_results(
-        uow, [result], RetryPolicy(), state.disable_after, final=True))
+    ep = await state.db.run(lambda uow: _endpoint(uow, tenant))
+    attempt = (await send_test(state.db, state.sender, state.disable_after, tenant,
+                               ep.id)).attempt
     code = attempt.status_code
     if code is not None and 200 <= code < 300:
         return JSONResponse({"status": "accepted", "responseCode": code})

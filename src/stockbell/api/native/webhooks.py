@@ -22,12 +22,11 @@ from stockbell.api.schemas import (
     TestOut,
 )
 from stockbell.api.state import app_state
-from stockbell.delivery.dispatcher import signed_request
 from stockbell.delivery.ssrf import check_resolves_public, check_url
+from stockbell.delivery.test_send import send_test
 from stockbell.domain.errors import Unreachable
-from stockbell.domain.webhooks import AttemptResult, RetryPolicy, parse_allow_list
+from stockbell.domain.webhooks import parse_allow_list
 from stockbell.service import webhooks as svc
-from stockbell.service.ports import Claimed
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
 EndpointId = Annotated[str, Path(min_length=1, max_length=40)]
@@ -138,19 +137,10 @@ async def retry(delivery_id: EndpointId, tenant: SecretTenant,
              summary="Send a signed webhook.test event now; answers the receiver's status")
 async def test(endpoint_id: EndpointId, tenant: SecretTenant, request: Request) -> dict[str, Any]:
     state = app_state(request)
-    ep, event, pk, delivery_id = await state.db.run(
-        lambda uow: svc.create_test_delivery(uow, tenant, endpoint_id))
-    assert event.id is not None
-    assert ep.pk is not None
-    claimed = Claimed(pk, "", 0, ep, event)
-    headers, body = signed_request(claimed)
-    attempt, _ = await state.sender.post(ep.url, headers, body)
-    result = AttemptResult(pk, ep.pk, 0, attempt)
-    await state.db.run(lambda uow: svc.record_results(
-        uow, [result], RetryPolicy(), state.disable_after, final=True))
-
-    if attempt.status_code is None:
-        raise Unreachable(f"could not reach {ep.url}: {attempt.error}")
-    return {"status_code": attempt.status_code, "ok": 200 <= attempt.status_code < 300,
-            "duration_ms": round(attempt.duration_ms, 3), "delivery_id": delivery_id,
-            "event_id": event.id}
+    sent = await send_test(state.db, state.sender, state.disable_after, tenant, endpoint_id)
+    code = sent.attempt.status_code
+    if code is None:
+        raise Unreachable(f"could not reach {sent.url}: {sent.attempt.error}")
+    return {"status_code": code, "ok": 200 <= code < 300,
+            "duration_ms": round(sent.attempt.duration_ms, 3),
+            "delivery_id": sent.delivery_id, "event_id": sent.event_id}
