@@ -238,3 +238,16 @@ def test_test_mode_never_sees_live_mode_data(server: Server, seeded: Tenant) -> 
     assert [i["title"] for i in live.get("/v1/items").json()["data"]] == ["Live boot"]
     assert seeded.get("/v1/subscriptions").json()["data"][0]["id"] == sub["id"]
     assert live.get("/v1/subscriptions").json()["data"] == []
+
+
+def test_whoami_answers_from_the_credentials_alone(server: Server) -> None:
+    live = server.tenant("live")
+    r = live.get("/v1/whoami")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"mode": "live", "publishable": False, "scope": "read write",
+                        "market": None}
+    pub = server.tenant("test", publishable=True)
+    assert pub.get("/v1/whoami").json() == {
+        "mode": "test", "publishable": True, "scope": "subscriptions:create", "market": None}
+    assert_problem(server.client("not-a-key").get("/v1/whoami"), 401)
+    assert_problem(server.client().get("/v1/whoami"), 401)

@@ -87,13 +87,13 @@ def test_scope_keys_round_trip() -> None:
 
 
 def test_scopes_of_location() -> None:
-    assert scopes_of_location(4, frozenset()) == [ALL, Scope(ScopeKind.LOCATION, 4)]
-    assert scopes_of_location(4, {9, 2}) == [
+    assert scopes_of_location(4, frozenset()) == (ALL, Scope(ScopeKind.LOCATION, 4))
+    assert scopes_of_location(4, frozenset({9, 2})) == (
         ALL,
         Scope(ScopeKind.LOCATION, 4),
         Scope(ScopeKind.MARKET, 2),
         Scope(ScopeKind.MARKET, 9),
-    ]
+    )
 
 
 # ---------------------------------------------------------------- stock ledger

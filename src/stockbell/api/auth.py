@@ -201,3 +201,19 @@ async def any_tenant(principal: Annotated[Principal, Depends(any_principal)]) ->
 
 SecretTenant = Annotated[Tenant, Depends(secret_tenant)]
 AnyTenant = Annotated[Tenant, Depends(any_tenant)]
+
+
+class WhoAmIOut(BaseModel):
+    mode: Mode
+    publishable: bool
+    scope: str
+    market: str | None
+
+
+@router.get("/v1/whoami", response_model=WhoAmIOut, responses=ERROR_RESPONSES,
+            summary="What the presented key or token may do")
+async def whoami(principal: Annotated[Principal, Depends(any_principal)]) -> dict[str, Any]:
+    """Lets an integration check its credentials without touching data. Answered from the
+    token (or the cached key) alone, it is also the benchmark's bare authenticated route."""
+    return {"mode": principal.tenant.mode, "publishable": principal.publishable,
+            "scope": principal.scope, "market": principal.market}

@@ -3,13 +3,26 @@
 At-least-once: a delivery is leased when claimed and settled only after its attempt is
 recorded, so a worker killed at any point loses nothing; its leases run out and another
 worker sends again, with the same webhook-id (the event id), so receivers can de-duplicate.
+
+How the work flows, and why (the per-delivery overhead decides the throughput):
+- claims are batches (at most `delivery_batch`), made when the local queue has room for at
+  least half a batch, so each claim's transaction is shared by many deliveries;
+- claimed deliveries wait in one queue per endpoint; per endpoint, at most
+  `endpoint_concurrency` lanes (tasks) take them one after another and send them, and all
+  lanes together never exceed `delivery_concurrency` requests in flight; a lane whose
+  endpoint keeps it busy hands its slot over when another endpoint waits for one;
+- results are written in batches too: one transaction records the attempts and settles the
+  deliveries that finished meanwhile (waiting a few milliseconds for more while requests are
+  in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections import deque
 from datetime import timedelta
 
 import structlog
@@ -29,6 +42,18 @@ from stockbell.store.listen import DeliveryListener
 log = structlog.get_logger(__name__)
 STATS_EVERY = 5.0
 PURGE_EVERY = 3600.0
+# While requests are in flight, a flush waits this long for more results to share its
+# transaction (the receiver has them already; only the bookkeeping waits).
+FLUSH_LINGER = 0.02
+
+# A claimed delivery waiting in its endpoint's queue: (delivery, latest monotonic start).
+Queued = tuple[Claimed, float]
+
+
+def _debug_enabled() -> bool:
+    bound = log.bind()
+    enabled = getattr(bound, "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.DEBUG))
 
 
 def sender_for(settings: Settings) -> Sender:
@@ -52,16 +77,29 @@ class Dispatcher:
     def __init__(self, db: SqlDatabase, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        # Looked up once: the per-attempt debug line would cost a logger bind per delivery.
+        self.debug = _debug_enabled()
         self.policy = RetryPolicy.parse(settings.retry_schedule)
         self.disable_after = timedelta(seconds=settings.endpoint_disable_after_seconds)
         self.sender = sender_for(settings)
-        self.capacity = max(1, settings.delivery_concurrency)
-        self.slots = asyncio.Semaphore(self.capacity)
-        self.per_endpoint: dict[int, asyncio.Semaphore] = {}
-        self.inflight: set[asyncio.Task[None]] = set()
+        self.capacity = max(1, settings.delivery_concurrency)  # requests in flight, in all
+        self.endpoint_cap = max(1, settings.endpoint_concurrency)  # ... and per endpoint
+        self.batch = max(1, settings.delivery_batch)
+        # Claimed and not yet sent or in flight, at most: room for one batch beyond the
+        # requests in flight, so a claim is made while the previous one is still being sent.
+        self.window = self.capacity + self.batch
+        self.refill = max(1, min(self.batch, self.window // 2))
+        # Send only while the lease will outlast the attempt (see _lane).
+        self.margin = settings.total_timeout_seconds + 1
+        self.queues: dict[int, deque[Queued]] = {}  # endpoint pk -> claimed, not yet sent
+        self.lanes_of: dict[int, int] = {}  # endpoint pk -> lanes sending to it
+        self.lanes: set[asyncio.Task[None]] = set()
+        self.starved = False  # an endpoint with queued deliveries waits for a free lane
+        self.closing = False  # stopping: no new lanes
+        self.outstanding = 0  # claimed and neither sent nor given up yet
+        self.room = asyncio.Event()
         self.results: list[AttemptResult] = []
         self.results_ready = asyncio.Event()
-        self.slot_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = None if self.db.sqlite else DeliveryListener(self.db.url,
@@ -70,8 +108,10 @@ class Dispatcher:
             await listener.start()
         flusher = asyncio.create_task(self._flush_loop())
         log.info("dispatcher.started", concurrency=self.capacity,
-                 retry_schedule=self.settings.retry_schedule)
+                      retry_schedule=self.settings.retry_schedule)
         last_stats = last_purge = 0.0
+        poll = self.settings.delivery_poll_seconds
+        polled = False
         try:
             while not stop.is_set():
                 now_m = time.monotonic()
@@ -81,23 +121,22 @@ class Dispatcher:
                 if now_m - last_purge > PURGE_EVERY:
                     last_purge = now_m
                     await self._purge()
-                free = self.capacity - len(self.inflight)
-                if free <= 0:
-                    self.slot_freed.clear()
-                    await self._wait(self.slot_freed, stop)
+                free = self.window - self.outstanding
+                # Claim a good batch at once; a smaller one only when a whole poll interval
+                # passed without room for more (say, lanes held by a slow endpoint).
+                if free < self.refill and not (polled and free > 0):
+                    self.room.clear()
+                    polled = not await self._wait(self.room, stop, poll)
                     continue
+                polled = False
+                want = min(free, self.batch)
                 self.db.new_deliveries.clear()
-                claimed = await self._claim(min(free, self.settings.delivery_batch))
-                for c in claimed:
-                    task = asyncio.create_task(self._deliver(c))
-                    self.inflight.add(task)
-                    task.add_done_callback(self._done)
-                if len(claimed) < min(free, self.settings.delivery_batch):
-                    await self._wait(self.db.new_deliveries, stop,
-                                     self.settings.delivery_poll_seconds)
+                claimed = await self._claim(want)
+                self._enqueue(claimed)
+                if len(claimed) < want:
+                    await self._wait(self.db.new_deliveries, stop, poll)
         finally:
-            if self.inflight:
-                await asyncio.wait(self.inflight, timeout=self.settings.total_timeout_seconds)
+            await self._drain()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -107,18 +146,28 @@ class Dispatcher:
                 await listener.stop()
             log.info("dispatcher.stopped")
 
+    async def _drain(self) -> None:
+        """On stop: let the lanes send what they hold, for at most the attempt timeout."""
+        deadline = time.monotonic() + self.settings.total_timeout_seconds
+        while self.lanes and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self.lanes), timeout=left)
+        self.closing = True
+        for lane in list(self.lanes):
+            lane.cancel()
+        if self.lanes:
+            await asyncio.wait(set(self.lanes))
+
     @staticmethod
-    async def _wait(event: asyncio.Event, stop: asyncio.Event, seconds: float = 1.0) -> None:
+    async def _wait(event: asyncio.Event, stop: asyncio.Event, seconds: float = 1.0) -> bool:
+        """Wait for `event` or `stop`, at most `seconds`; True unless it timed out."""
+        if event.is_set() or stop.is_set():
+            return True
         waiters = [asyncio.create_task(event.wait()), asyncio.create_task(stop.wait())]
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiters, timeout=seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.inflight.discard(task)
-        self.slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery.task_failed", error=repr(task.exception()))
+        return bool(done)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = utcnow()
@@ -130,39 +179,99 @@ class Dispatcher:
             await asyncio.sleep(1.0)
             return []
 
-    async def _deliver(self, c: Claimed) -> None:
-        assert c.endpoint.pk is not None
-        sem = self.per_endpoint.setdefault(
-            c.endpoint.pk, asyncio.Semaphore(self.settings.endpoint_concurrency))
-        # Send only while the lease will outlast the attempt; a delivery that queued behind
-        # its endpoint's concurrency cap for too long is left for its lease to run out and be
-        # claimed again, rather than sent twice by two workers.
-        budget = self.settings.delivery_lease_seconds - self.settings.total_timeout_seconds - 1
-        if c.lease_until is not None:
-            budget = (c.lease_until - utcnow()).total_seconds() \
-                - self.settings.total_timeout_seconds - 1
-        try:
-            async with asyncio.timeout(max(budget, 0.001)):
-                await sem.acquire()
-        except TimeoutError:
-            log.info("delivery.lease_short", delivery=c.id)
+    # --- sending -------------------------------------------------------------------------
+
+    def _enqueue(self, claimed: list[Claimed]) -> None:
+        if not claimed:
             return
+        now, now_m = utcnow(), time.monotonic()
+        lease_seconds = self.settings.delivery_lease_seconds
+        for c in claimed:
+            assert c.endpoint.pk is not None
+            left = lease_seconds if c.lease_until is None \
+                else (c.lease_until - now).total_seconds()
+            # The latest moment to start sending: the lease must outlast the attempt. A lease
+            # shorter than that still lets a delivery go out if a lane takes it at once.
+            start_by = now_m + max(left - self.margin, 0.001)
+            queue = self.queues.get(c.endpoint.pk)
+            if queue is None:
+                queue = self.queues[c.endpoint.pk] = deque()
+                self.lanes_of[c.endpoint.pk] = 0
+            queue.append((c, start_by))
+        self.outstanding += len(claimed)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start lanes for queued deliveries, within both caps, endpoints in queue order."""
+        if self.closing:
+            return
+        starved = False
+        for pk, queue in self.queues.items():
+            lanes = self.lanes_of[pk]
+            while lanes < self.endpoint_cap and lanes < len(queue):
+                if len(self.lanes) >= self.capacity:
+                    starved = starved or lanes == 0
+                    break
+                lane = asyncio.create_task(self._lane(pk, queue))
+                self.lanes.add(lane)
+                lanes += 1
+            self.lanes_of[pk] = lanes
+        self.starved = starved
+
+    async def _lane(self, pk: int, queue: deque[Queued]) -> None:
+        """Send this endpoint's queued deliveries one after another."""
+        try:
+            while queue:
+                c, start_by = queue.popleft()
+                try:
+                    if time.monotonic() > start_by:
+                        # Its lease could run out mid-attempt: leave it to run out and the
+                        # delivery to be claimed again, rather than sent twice by two workers.
+                        log.info("delivery.lease_short", delivery=c.id)
+                    else:
+                        await self._send(c)
+                finally:
+                    self.outstanding -= 1
+                    if self.outstanding <= self.window - self.refill:
+                        self.room.set()
+                if self.starved:
+                    break  # another endpoint waits for a lane: hand this one over
+        finally:
+            self.lanes.discard(asyncio.current_task())
+            self.lanes_of[pk] -= 1
+            if queue:
+                # served for now: queue behind the endpoints that wait
+                self.queues[pk] = self.queues.pop(pk)
+            elif not self.lanes_of[pk]:
+                del self.queues[pk], self.lanes_of[pk]
+            self._spawn()
+
+    async def _send(self, c: Claimed) -> None:
+        assert c.endpoint.pk is not None
         try:
             headers, body = signed_request(c)
             attempt, retry_after = await self.sender.post(c.endpoint.url, headers, body)
-        finally:
-            sem.release()
+        except Exception as exc:
+            # The lease runs out and the delivery is sent again: at-least-once holds.
+            log.error("delivery.task_failed", delivery=c.id, error=repr(exc))
+            return
         metrics.ATTEMPT_SECONDS.observe(attempt.duration_ms / 1000)
-        metrics.DELIVERIES.labels(judge(attempt.status_code).value).inc()
-        log.debug("delivery.attempt", delivery=c.id, url=c.endpoint.url,
-                  status=attempt.status_code, error=attempt.error)
+        metrics.OUTCOMES[judge(attempt.status_code)].inc()
+        if self.debug:
+            log.debug("delivery.attempt", delivery=c.id, url=c.endpoint.url,
+                      status=attempt.status_code, error=attempt.error)
         self.results.append(AttemptResult(c.pk, c.endpoint.pk, c.attempts, attempt, retry_after,
                                           c.lease_until))
         self.results_ready.set()
 
+    # --- recording -----------------------------------------------------------------------
+
     async def _flush_loop(self) -> None:
         while True:
             await self.results_ready.wait()
+            if self.lanes and len(self.results) < self.batch:
+                # More results are on their way: let them share this flush's transaction.
+                await asyncio.sleep(FLUSH_LINGER)
             self.results_ready.clear()
             await self._flush()
 

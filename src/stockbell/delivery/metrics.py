@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from stockbell.domain.webhooks import Verdict
+
 DELIVERIES = Counter(
     "stockbell_delivery_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
 )
@@ -15,3 +17,6 @@ QUEUE_DEPTH = Gauge("stockbell_delivery_queue_depth", "Deliveries due now and no
 OLDEST_PENDING = Gauge(
     "stockbell_delivery_oldest_pending_seconds", "Age of the oldest due delivery (0: none)"
 )
+
+# One child per outcome, looked up once: `labels()` on every attempt costs a lock and a dict.
+OUTCOMES = {v: DELIVERIES.labels(v.value) for v in Verdict}

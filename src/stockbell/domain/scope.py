@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,9 +21,7 @@ class Scope:
     @property
     def key(self) -> str:
         """A compact, ordered key stored next to availability and subscription rows."""
-        if self.kind is ScopeKind.ALL:
-            return "*"
-        return f"{'L' if self.kind is ScopeKind.LOCATION else 'M'}:{self.ref}"
+        return _key(self.kind, self.ref)
 
     @staticmethod
     def from_key(key: str) -> Scope:
@@ -32,13 +31,22 @@ class Scope:
         return Scope(ScopeKind.LOCATION if tag == "L" else ScopeKind.MARKET, int(ref))
 
 
+@functools.lru_cache(maxsize=65536)
+def _key(kind: ScopeKind, ref: int | None) -> str:
+    if kind is ScopeKind.ALL:
+        return "*"
+    return f"{'L' if kind is ScopeKind.LOCATION else 'M'}:{ref}"
+
+
 ALL = Scope(ScopeKind.ALL)
 
 
-def scopes_of_location(location_id: int, market_ids: frozenset[int] | set[int]) -> list[Scope]:
-    """Every scope whose availability includes stock at this location."""
-    return [
+@functools.lru_cache(maxsize=4096)
+def scopes_of_location(location_id: int, market_ids: frozenset[int]) -> tuple[Scope, ...]:
+    """Every scope whose availability includes stock at this location. Memoised: a batch
+    asks once per change, and the answer depends only on the arguments."""
+    return (
         ALL,
         Scope(ScopeKind.LOCATION, location_id),
         *(Scope(ScopeKind.MARKET, m) for m in sorted(market_ids)),
-    ]
+    )

@@ -59,17 +59,31 @@ class Subscription:
     scope_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """The part of an active subscription the restock rule weighs. A batch may weigh many
+    (a restock can cross 100,000 thresholds); only those that fire are loaded in full."""
+
+    pk: int
+    item_id: int
+    scope_key: str
+    threshold: int
+    expires_at: datetime | None
+    auto_resubscribe: bool
+    notify_count: int
+
+
 def validate_threshold(threshold: int) -> int:
     if threshold <= 0:
         raise InvalidInput("threshold must be greater than 0", field="threshold")
     return threshold
 
 
-def is_expired(sub: Subscription, now: datetime) -> bool:
+def is_expired(sub: Subscription | Candidate, now: datetime) -> bool:
     return sub.expires_at is not None and sub.expires_at <= now
 
 
-def status_after_firing(sub: Subscription) -> Status:
+def status_after_firing(sub: Subscription | Candidate) -> Status:
     return Status.ACTIVE if sub.auto_resubscribe else Status.NOTIFIED
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from stockbell.domain import events as ev
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.catalog import Item, Location
-from stockbell.domain.errors import Conflict, InvalidInput, NotFound
+from stockbell.domain.errors import Conflict, InvalidInput, NotFound, StockbellError
 from stockbell.domain.events import Event
 from stockbell.domain.quantity import from_micro, to_micro
 from stockbell.domain.restock import threshold_window
@@ -34,7 +34,13 @@ from stockbell.domain.stock import (
     StockKey,
     StockState,
 )
-from stockbell.domain.subscription import Status, Subscription, is_expired, status_after_firing
+from stockbell.domain.subscription import (
+    Candidate,
+    Status,
+    Subscription,
+    is_expired,
+    status_after_firing,
+)
 from stockbell.service.clock import as_utc, utcnow
 from stockbell.service.outbox import persist_events
 from stockbell.service.ports import UnitOfWork
@@ -144,6 +150,17 @@ def _keys(
     return stock, avail
 
 
+@dataclass(slots=True)
+class _Fired:
+    """One decision of the restock rule, rendered into an event once its row is loaded."""
+
+    pk: int
+    kind: str
+    status: Status
+    notify_count: int
+    move: AvailabilityMove
+
+
 class _Firing:
     """Collects what the restock rule decides across one batch."""
 
@@ -151,28 +168,30 @@ class _Firing:
         self.now = now
         self.done: set[int] = set()  # one-shot subscriptions already fired or expired
         self.statuses: list[tuple[int, Status, bool]] = []
-        # notify_count per subscription so far in this batch: `crossing` re-reads rows this batch
-        # only writes at the end, so one firing twice would otherwise report n+1 twice
+        # notify_count per subscription so far in this batch: candidates are read once per
+        # batch, so one firing twice would otherwise report n+1 twice
         self.counts: dict[int, int] = {}
 
-    def decide(self, sub: Subscription) -> tuple[str, Subscription] | None:
-        assert sub.pk is not None
+    def decide(self, sub: Candidate, move: AvailabilityMove) -> _Fired | None:
         if sub.pk in self.done:
             return None
         if is_expired(sub, self.now):
             self.done.add(sub.pk)
-            sub.status = Status.EXPIRED
             self.statuses.append((sub.pk, Status.EXPIRED, False))
-            return ev.SUBSCRIPTION_EXPIRED, sub
+            return _Fired(sub.pk, ev.SUBSCRIPTION_EXPIRED, Status.EXPIRED,
+                          self.counts.get(sub.pk, sub.notify_count), move)
         new = status_after_firing(sub)
         if new is not Status.ACTIVE:
             self.done.add(sub.pk)
-        sub.status = new
-        sub.notify_count = self.counts.get(sub.pk, sub.notify_count) + 1
-        self.counts[sub.pk] = sub.notify_count
-        sub.notified_at = self.now
+        count = self.counts.get(sub.pk, sub.notify_count) + 1
+        self.counts[sub.pk] = count
         self.statuses.append((sub.pk, new, True))
-        return ev.BACK_IN_STOCK, sub
+        return _Fired(sub.pk, ev.BACK_IN_STOCK, new, count, move)
+
+
+# Fired subscriptions are loaded and turned into events this many at a time, so a restock
+# that fires 100,000 never holds them all in memory.
+_EVENT_CHUNK = 2000
 
 
 async def apply_changes(
@@ -183,10 +202,7 @@ async def apply_changes(
 ) -> tuple[int, dict[str, Any]]:
     """Apply a batch atomically. Returns (status, body); a replayed key returns the first one."""
     now = utcnow()
-    if not inputs:
-        raise InvalidInput("changes must hold at least one change", field="changes")
-    if len(inputs) > MAX_BATCH:
-        raise InvalidInput(f"at most {MAX_BATCH} changes per request", field="changes")
+    _check_size(inputs)
     request_hash = _request_hash(inputs) if idempotency_key else ""
     if idempotency_key:
         stored = await uow.idempotency.get(tenant, idempotency_key)
@@ -194,10 +210,46 @@ async def apply_changes(
             if stored[0] != request_hash:
                 raise Conflict("idempotency_key was already used with a different request body")
             return stored[1], stored[2]
+    [result] = await apply_grouped(uow, tenant, [inputs], now)
+    if isinstance(result, StockbellError):
+        raise result
+    if idempotency_key:
+        await uow.idempotency.put(tenant, idempotency_key, request_hash, 200, result, now)
+    return 200, result
 
-    items = await uow.catalog.items_by_sku(tenant, {c.sku_code for c in inputs})
-    locations = await uow.catalog.locations_by_code(tenant, {c.location for c in inputs})
-    changes = _resolve(inputs, items, locations, now)
+
+def _check_size(inputs: list[ChangeInput]) -> None:
+    if not inputs:
+        raise InvalidInput("changes must hold at least one change", field="changes")
+    if len(inputs) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} changes per request", field="changes")
+
+
+async def apply_grouped(
+    uow: UnitOfWork, tenant: Tenant, requests: list[list[ChangeInput]],
+    now: datetime | None = None,
+) -> list[dict[str, Any] | StockbellError]:
+    """Apply several requests' batches in one transaction, each as if applied alone and in
+    the order given: a request whose input is invalid gets its error and changes nothing;
+    the others get their own response body. Concurrent single-change requests share one
+    transaction this way (see `service/coalesce.py`), one commit for all of them."""
+    now = now or utcnow()
+    results: list[dict[str, Any] | StockbellError] = []
+    items = await uow.catalog.items_by_sku(tenant, {c.sku_code for r in requests for c in r})
+    locations = await uow.catalog.locations_by_code(
+        tenant, {c.location for r in requests for c in r})
+    resolved: list[list[Change]] = []
+    for inputs in requests:
+        try:
+            _check_size(inputs)
+            resolved.append(_resolve(inputs, items, locations, now))
+            results.append({})
+        except StockbellError as exc:
+            resolved.append([])
+            results.append(exc)
+    changes = [c for group in resolved for c in group]
+    if not changes:
+        return results
     item_by_id = {i.id: i for i in items.values()}
     loc_by_id = {loc.id: loc for loc in locations.values()}
 
@@ -206,76 +258,136 @@ async def apply_changes(
     stock_keys, avail_keys = _keys(changes, markets_of)
     ledger = await uow.stock.load(stock_keys, avail_keys)
     ledger.markets_of = markets_of
-    # Location codes are at hand; market codes are looked up only if a market scope fires.
-    codes = {f"L:{loc.id}": loc.code for loc in locations.values()}
 
+    # Pass 1: apply every change in memory, remembering each upward move in order.
+    plan: list[Event | AvailabilityMove | int] = []
+    outcomes: list[list[Outcome]] = []
+    for n, group in enumerate(resolved):
+        plan.append(n)  # marks where request n's events start
+        mine: list[Outcome] = []
+        for change in group:
+            outcome = ledger.apply(change)
+            mine.append(outcome)
+            if not outcome.applied:
+                continue
+            item = item_by_id[change.item_id]
+            plan.append(_count_event(outcome, item, loc_by_id[change.location_id], now))
+            plan.extend(m for m in outcome.moves if threshold_window(m.before, m.after))
+        outcomes.append(mine)
+
+    # Pass 2: one range query for every (item, scope) that rose, over the union of its
+    # windows; then the rule decides per move, in order, exactly as if asked move by move.
     firing = _Firing(now)
-    events: list[Event] = []
-    outcomes: list[Outcome] = []
-    for change in changes:
-        outcome = ledger.apply(change)
-        outcomes.append(outcome)
-        if not outcome.applied:
-            continue
-        item = item_by_id[change.item_id]
-        events.append(_count_event(outcome, item, loc_by_id[change.location_id], now))
-        for move in outcome.moves:
-            await _evaluate(uow, move, item, codes, firing, events)
+    decided = await _decide(uow, plan, firing)
 
     await uow.stock.save(ledger, now)
-    await uow.stock.record(tenant, outcomes, now)
+    await uow.stock.record(tenant, [o for mine in outcomes for o in mine], now)
     if firing.statuses:
         await uow.subscriptions.set_statuses(firing.statuses, now)
-    await persist_events(uow, tenant, events)
+    notifications = await _persist(uow, tenant, decided, item_by_id, loc_by_id, now)
 
-    body = {
-        "changes": [_outcome_view(o, item_by_id, loc_by_id) for o in outcomes],
-        "applied": sum(o.applied for o in outcomes),
-        "ignored": sum(not o.applied for o in outcomes),
-        "notifications": sum(e.type == ev.BACK_IN_STOCK for e in events),
-    }
-    if idempotency_key:
-        await uow.idempotency.put(tenant, idempotency_key, request_hash, 200, body, now)
-    return 200, body
-
-
-async def _evaluate(
-    uow: UnitOfWork,
-    move: AvailabilityMove,
-    item: Item,
-    codes: dict[str, str],
-    firing: _Firing,
-    events: list[Event],
-) -> None:
-    window = threshold_window(move.before, move.after)
-    if window is None:
-        return
-    for sub in await uow.subscriptions.crossing(move.item_id, move.scope.key, *window):
-        decided = firing.decide(sub)
-        if decided is None:
+    for n, mine in enumerate(outcomes):
+        if isinstance(results[n], StockbellError):
             continue
-        kind, sub = decided
-        if move.scope.ref is not None and move.scope.key not in codes:
-            codes.update(await uow.catalog.scope_codes((), [move.scope.ref]))
-        sub.sku_code = item.sku_code
-        sub.scope_code = codes.get(move.scope.key)
-        if kind == ev.BACK_IN_STOCK:
-            data = {
-                "subscription_id": sub.id,
-                "subscription": subscription_view(sub),
-                "item": item_view(item),
-                "scope": scope_view(move.scope, sub.scope_code),
-                "availability": from_micro(move.after),
-                "previous_availability": from_micro(move.before),
-                "threshold": from_micro(sub.threshold),
-            }
-        else:
-            data = {"subscription_id": sub.id, "subscription": subscription_view(sub)}
-        events.append(Event(kind, firing.now, data, item_id=move.item_id))
+        results[n] = {
+            "changes": [_outcome_view(o, item_by_id, loc_by_id) for o in mine],
+            "applied": sum(o.applied for o in mine),
+            "ignored": sum(not o.applied for o in mine),
+            "notifications": notifications.get(n, 0),
+        }
+    return results
+
+
+async def _decide(uow: UnitOfWork, plan: list[Event | AvailabilityMove | int],
+                  firing: _Firing) -> list[Event | _Fired | int]:
+    windows: dict[AvailabilityKey, tuple[int, int]] = {}
+    for step in plan:
+        if isinstance(step, AvailabilityMove):
+            key = (step.item_id, step.scope.key)
+            low, high = windows.get(key, (step.before, step.after))
+            windows[key] = (min(low, step.before), max(high, step.after))
+    if not windows:
+        return [step for step in plan if not isinstance(step, AvailabilityMove)]
+    by_key: dict[AvailabilityKey, list[Candidate]] = {}
+    for cand in await uow.subscriptions.candidates(
+            [(i, k, low, high) for (i, k), (low, high) in windows.items()]):
+        by_key.setdefault((cand.item_id, cand.scope_key), []).append(cand)
+    out: list[Event | _Fired | int] = []
+    for step in plan:
+        if not isinstance(step, AvailabilityMove):
+            out.append(step)
+            continue
+        for cand in by_key.get((step.item_id, step.scope.key), ()):
+            if step.before < cand.threshold <= step.after:
+                fired = firing.decide(cand, step)
+                if fired is not None:
+                    out.append(fired)
+    return out
+
+
+async def _persist(uow: UnitOfWork, tenant: Tenant, decided: list[Event | _Fired | int],
+                   item_by_id: dict[int | None, Item], loc_by_id: dict[int | None, Location],
+                   now: datetime) -> dict[int, int]:
+    """Turn decisions into events chunk by chunk and store them with their deliveries;
+    returns how many back_in_stock notifications each request (by its marker) recorded."""
+    codes = {f"L:{loc.id}": loc.code for loc in loc_by_id.values()}
+    market_refs = {f.move.scope.ref for f in decided if isinstance(f, _Fired)
+                   and f.move.scope.kind is ScopeKind.MARKET and f.move.scope.ref is not None}
+    if market_refs:
+        codes.update(await uow.catalog.scope_codes((), market_refs))
+    items_json: dict[int, dict[str, Any]] = {}
+    notifications: dict[int, int] = {}
+    request = 0
+    for i in range(0, len(decided), _EVENT_CHUNK):
+        chunk = decided[i:i + _EVENT_CHUNK]
+        subs = await uow.subscriptions.by_pks(
+            [f.pk for f in chunk if isinstance(f, _Fired)])
+        events: list[Event] = []
+        for step in chunk:
+            if isinstance(step, int):
+                request = step
+                continue
+            if isinstance(step, Event):
+                events.append(step)
+                continue
+            item = item_by_id[step.move.item_id]
+            if step.move.item_id not in items_json:
+                items_json[step.move.item_id] = item_view(item)
+            events.append(_fired_event(step, subs[step.pk], item.sku_code, items_json,
+                                       codes, now))
+            if step.kind == ev.BACK_IN_STOCK:
+                notifications[request] = notifications.get(request, 0) + 1
+        await persist_events(uow, tenant, events)
+    return notifications
+
+
+def _fired_event(fired: _Fired, sub: Subscription, sku_code: str,
+                 items_json: dict[int, dict[str, Any]], codes: dict[str, str],
+                 now: datetime) -> Event:
+    move = fired.move
+    sub.sku_code = sku_code
+    sub.scope_code = codes.get(move.scope.key)
+    sub.status = fired.status
+    sub.notify_count = fired.notify_count
+    if fired.kind == ev.BACK_IN_STOCK:
+        sub.notified_at = now
+        data = {
+            "subscription_id": sub.id,
+            "subscription": subscription_view(sub),
+            "item": items_json[move.item_id],
+            "scope": scope_view(move.scope, sub.scope_code),
+            "availability": from_micro(move.after),
+            "previous_availability": from_micro(move.before),
+            "threshold": from_micro(sub.threshold),
+        }
+    else:
+        data = {"subscription_id": sub.id, "subscription": subscription_view(sub)}
+    return Event(fired.kind, now, data, item_id=move.item_id)
 
 
 def _count_event(outcome: Outcome, item: Item, loc: Location, now: datetime) -> Event:
     change = outcome.change
+    calculated_at = iso(now)
     return Event(
         ev.INVENTORY_COUNT_UPDATED,
         change.occurred_at,
@@ -285,7 +397,7 @@ def _count_event(outcome: Outcome, item: Item, loc: Location, now: datetime) -> 
             "location": loc.code,
             "change": "count" if isinstance(change, Count) else "adjustment",
             "counts": [
-                {"state": s.value, "quantity": from_micro(q), "calculated_at": iso(now)}
+                {"state": s.value, "quantity": from_micro(q), "calculated_at": calculated_at}
                 for s, q in outcome.counts
             ],
         },

@@ -31,4 +31,4 @@ async def persist_events(uow: UnitOfWork, tenant: Tenant, events: list[Event]) -
              if ep.accepts(e.type, e.data) and e.id is not None
              and ep.pk is not None]
     if pairs:
-        await uow.deliveries.add_many(tenant, pairs, utcnow())
+        await uow.deliveries.queue(tenant, pairs, utcnow())

@@ -15,7 +15,7 @@ from stockbell.domain.accounts import ApiKey, Mode, Tenant
 from stockbell.domain.catalog import Item, Location, Market
 from stockbell.domain.events import Event
 from stockbell.domain.stock import AvailabilityKey, Outcome, StockKey, StockLedger
-from stockbell.domain.subscription import Customer, Status, Subscription
+from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint
 from stockbell.service.pagination import PageRequest
 
@@ -86,9 +86,8 @@ class SubscriptionsRepo(Protocol):
         order: Sequence[tuple[str, bool]], offset: int, limit: int,
     ) -> tuple[int, list[Subscription]]: ...
     async def update(self, sub: Subscription) -> None: ...
-    async def crossing(
-        self, item_id: int, scope_key: str, low: int, high: int
-    ) -> list[Subscription]: ...
+    async def candidates(self, windows: Sequence[tuple[int, str, int, int]]) -> list[Candidate]: ...
+    async def by_pks(self, pks: Sequence[int]) -> dict[int, Subscription]: ...
     async def set_statuses(
         self, changes: Sequence[tuple[int, Status, bool]], now: datetime
     ) -> None: ...
@@ -147,6 +146,9 @@ class DeliveriesRepo(Protocol):
         self, tenant: Tenant, pairs: Sequence[tuple[str, int]], now: datetime,
         status: DeliveryStatus = DeliveryStatus.PENDING,
     ) -> list[tuple[int, str]]: ...
+    async def queue(
+        self, tenant: Tenant, pairs: Sequence[tuple[str, int]], now: datetime
+    ) -> None: ...
     async def replay(
         self, tenant: Tenant, endpoint: Endpoint, since: datetime, now: datetime
     ) -> int: ...

@@ -8,16 +8,23 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from stockbell.store.types import json_text
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+# JSON columns (event payloads above all) are encoded with orjson where it can (json_text).
+# Decoding stays with the standard library: orjson reads integers beyond 64 bits as floats.
+_JSON = {"json_serializer": json_text}
+
+
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                                   pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+                                   pool_pre_ping=True, **_JSON)
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

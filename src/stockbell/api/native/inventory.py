@@ -39,7 +39,11 @@ async def post_changes(
         for c in body.changes
     ]
     key = body.idempotency_key or idempotency_key
-    status, result = await app_state(request).db.run(
+    state = app_state(request)
+    if key is None:
+        # Shares a transaction with concurrent requests; answers only after its commit.
+        return JSONResponse(await state.changes.submit(tenant, inputs))
+    status, result = await state.db.run(
         lambda uow: inventory.apply_changes(uow, tenant, inputs, key))
     return JSONResponse(result, status_code=status)
 

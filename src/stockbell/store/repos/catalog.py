@@ -203,12 +203,20 @@ class SqlCatalog:
         )
 
     async def bump_sequences(self, counts: dict[int, int]) -> dict[int, int]:
+        """Advance each item's event sequence by its count; returns the new last values.
+        One executemany and one read, whatever the number of items (the items are locked
+        by the caller on PostgreSQL, and SQLite has one writer)."""
+        if not counts:
+            return {}
+        await self.conn.execute(
+            sa.update(items).where(items.c.id == sa.bindparam("b_id"))
+            .values(sequence=items.c.sequence + sa.bindparam("b_n")),
+            [{"b_id": i, "b_n": n} for i, n in sorted(counts.items())],
+        )
+        ids = sorted(counts)
         out: dict[int, int] = {}
-        for item_id in sorted(counts):
+        for i in range(0, len(ids), 5000):
             res = await self.conn.execute(
-                sa.update(items).where(items.c.id == item_id)
-                .values(sequence=items.c.sequence + counts[item_id])
-                .returning(items.c.sequence)
-            )
-            out[item_id] = int(res.scalar_one())
+                sa.select(items.c.id, items.c.sequence).where(items.c.id.in_(ids[i:i + 5000])))
+            out.update({int(r[0]): int(r[1]) for r in res})
         return out

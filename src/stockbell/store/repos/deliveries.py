@@ -17,15 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.events import Event
 from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint
-from stockbell.service.ids import new_id
+from stockbell.service.ids import new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
+from stockbell.store.repos.bulk import insert_rows
 from stockbell.store.repos.webhooks import endpoint_of
 from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
 from stockbell.store.tables import events as ev
 from stockbell.store.tables import webhook_endpoints as we
-from stockbell.store.types import UtcMicros, from_micros
+from stockbell.store.types import from_micros, to_micros
 
 NOTIFY_CHANNEL = "stockbell_deliveries"
 EXCERPT_BYTES = 4096
@@ -48,7 +49,92 @@ _VIEW = (
 )
 
 
+_QUEUE_COLUMNS = ("id", "account_id", "mode", "event_id", "endpoint_pk", "status", "attempts",
+                  "next_attempt_at", "created_at", "updated_at")
+
 _ENABLED = sa.select(we.c.pk).where(we.c.enabled.is_(True))
+
+
+# --- the dispatcher's claim ------------------------------------------------------------------
+
+# What a claim reads per delivery: the delivery, then its event (see `claim`).
+_CLAIMED = (d.c.pk, d.c.id, d.c.attempts, d.c.endpoint_pk, ev.c.id, ev.c.type, ev.c.occurred_at,
+            ev.c.created_at, ev.c.data, ev.c.sequence, ev.c.item_id, ev.c.pk)
+
+
+def _due(now: datetime, limit: int) -> sa.Select[tuple[int]]:
+    """The first `limit` deliveries due now, unleased, of enabled endpoints."""
+    return (
+        sa.select(d.c.pk)
+        .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now,
+               sa.or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
+               # a disabled endpoint is sent nothing; its deliveries wait, not lost
+               d.c.endpoint_pk.in_(_ENABLED))
+        .order_by(d.c.next_attempt_at)
+        .limit(limit)
+    )
+
+
+# PostgreSQL: lease and read in one statement. The due rows are taken FOR UPDATE SKIP LOCKED,
+# so concurrent claims by other workers pass over them instead of waiting or double-leasing.
+_PG_CLAIM = """
+UPDATE deliveries AS d SET lease_until = $2
+FROM events AS e
+WHERE d.pk IN (
+        SELECT pk FROM deliveries
+        WHERE status = 'pending' AND next_attempt_at <= $1
+          AND (lease_until IS NULL OR lease_until <= $1)
+          AND endpoint_pk IN (SELECT pk FROM webhook_endpoints WHERE enabled)
+        ORDER BY next_attempt_at
+        LIMIT $3
+        FOR UPDATE OF deliveries SKIP LOCKED)
+  AND e.id = d.event_id
+RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
+          e.data, e.sequence, e.item_id, e.pk
+"""
+
+# Results are written a batch at a time: on PostgreSQL one statement per batch, the rows
+# passed as arrays (no per-row statement or bind processing); on SQLite one executemany.
+_PG_ADD_ATTEMPTS = """
+INSERT INTO delivery_attempts
+    (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::int[], $5::text[],
+                     $6::text[])
+"""
+_SQLITE_ADD_ATTEMPT = """
+INSERT INTO delivery_attempts
+    (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+# A result sent under a lease (u.lease) lands only while that lease is still the row's.
+_PG_SETTLE = """
+UPDATE deliveries AS d
+SET status = u.status, attempts = u.attempts, next_attempt_at = u.next_attempt_at,
+    last_status_code = u.code, last_error = u.error, lease_until = NULL, updated_at = $8
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[],
+            $7::bigint[]) AS u(pk, status, attempts, next_attempt_at, code, error, lease)
+WHERE d.pk = u.pk AND (u.lease IS NULL OR d.lease_until = u.lease)
+"""
+_SQLITE_SETTLE = """
+UPDATE deliveries
+SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?, last_error = ?,
+    lease_until = NULL, updated_at = ?
+WHERE pk = ? AND (? IS NULL OR lease_until = ?)
+"""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Row tuples as one list per column (PostgreSQL arrays for `unnest`)."""
+    return tuple(list(c) for c in zip(*rows, strict=True)) if rows else ([],) * width
+
+
+def _first(row: Sequence[Any]) -> Any:
+    return row[0]
+
+
+def _when(value: datetime | int) -> datetime:
+    """A UtcMicros column read raw (an integer) or through SQLAlchemy (a datetime)."""
+    return value if isinstance(value, datetime) else from_micros(value)
 
 
 class SqlDeliveries:
@@ -80,6 +166,22 @@ class SqlDeliveries:
             await self._notify()
         return pks
 
+    async def queue(self, tenant: Tenant, pairs: Sequence[tuple[str, int]],
+                    now: datetime) -> None:
+        """Pending deliveries for (event id, endpoint pk) pairs, written in bulk without
+        reading anything back: a fan-out queues 100,000 in its transaction."""
+        if not pairs:
+            return
+        account_id, mode = tenant.account_id, tenant.mode.value
+        pending = DeliveryStatus.PENDING.value
+        at = to_micros(now)
+        await insert_rows(self.conn, "deliveries", _QUEUE_COLUMNS, [
+            (dlv, account_id, mode, event_id, endpoint_pk, pending, 0, at, at, at)
+            for dlv, (event_id, endpoint_pk) in zip(new_ids("dlv", len(pairs)), pairs,
+                                                    strict=True)
+        ])
+        await self._notify()
+
     async def replay(self, tenant: Tenant, endpoint: Endpoint, since: datetime,
                      now: datetime) -> int:
         stmt = sa.select(ev.c.id, ev.c.type, ev.c.data).where(
@@ -91,57 +193,52 @@ class SqlDeliveries:
         assert endpoint.pk is not None
         pairs = [(eid, endpoint.pk) for eid, etype, data in await self.conn.execute(stmt)
                  if endpoint.wants(etype, data)]
-        await self.add_many(tenant, pairs, now)
+        await self.queue(tenant, pairs, now)
         return len(pairs)
 
     async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
-        due = (
-            sa.select(d.c.pk)
-            .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now,
-                   sa.or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
-                   # a disabled endpoint is sent nothing; its deliveries wait, not lost
-                   d.c.endpoint_pk.in_(_ENABLED))
-            .order_by(d.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        res = await self.conn.execute(
-            sa.update(d).where(d.c.pk.in_(due.scalar_subquery()))
-            .values(lease_until=lease_until).returning(d.c.pk)
-        )
-        pks = [int(r[0]) for r in res]
-        if not pks:
+        """Lease up to `limit` due deliveries; return them with their events and endpoints.
+
+        PostgreSQL leases and reads in one statement (the due rows picked `FOR UPDATE SKIP
+        LOCKED`, so two workers never lease the same row); SQLite, one writer at a time,
+        reads and then leases. Each endpoint is loaded once per claim, not once per row."""
+        rows: list[Any]
+        if self.conn.dialect.name == "postgresql":
+            leased = await self.conn.exec_driver_sql(
+                _PG_CLAIM, (to_micros(now), to_micros(lease_until), limit))
+            rows = list(leased.all())
+        else:
+            due = await self.conn.execute(
+                sa.select(*_CLAIMED).where(d.c.pk.in_(_due(now, limit).scalar_subquery()),
+                                           ev.c.id == d.c.event_id))
+            rows = list(due.all())
+            if rows:
+                await self.conn.execute(sa.update(d).where(d.c.pk.in_([r[0] for r in rows]))
+                                        .values(lease_until=lease_until))
+        if not rows:
             return []
-        rows = await self.conn.execute(
-            sa.select(d.c.pk, d.c.id, d.c.attempts,
-                      ev.c.id.label("event_id"), ev.c.type, ev.c.occurred_at,
-                      ev.c.created_at.label("event_created_at"), ev.c.data, ev.c.sequence,
-                      ev.c.item_id, ev.c.pk.label("event_pk"),
-                      *[c.label(f"ep_{c.name}") for c in we.c])
-            .join(ev, ev.c.id == d.c.event_id)
-            .join(we, we.c.pk == d.c.endpoint_pk)
-            .where(d.c.pk.in_(pks))
-            .order_by(d.c.pk)
-        )
+        found = await self.conn.execute(sa.select(we).where(we.c.pk.in_({r[3] for r in rows})))
+        endpoints = {e.pk: endpoint_of(e._mapping) for e in found}
         out = []
-        for r in rows:
-            m = r._mapping
-            endpoint = endpoint_of({c.name: m[f"ep_{c.name}"] for c in we.c})
-            event = Event(m["type"], m["occurred_at"], m["data"], item_id=m["item_id"],
-                          sequence=m["sequence"], id=m["event_id"],
-                          created_at=m["event_created_at"], pk=m["event_pk"])
-            out.append(Claimed(m["pk"], m["id"], m["attempts"], endpoint, event, lease_until))
+        for (pk, delivery_id, attempts, endpoint_pk, event_id, etype, occurred_at, created_at,
+             data, sequence, item_id, event_pk) in sorted(rows, key=_first):
+            endpoint = endpoints.get(endpoint_pk)
+            if endpoint is None:  # deleted meanwhile: its deliveries go with it
+                continue
+            event = Event(etype, _when(occurred_at), data, item_id=item_id, sequence=sequence,
+                          id=event_id, created_at=_when(created_at), pk=event_pk)
+            out.append(Claimed(pk, delivery_id, attempts, endpoint, event, lease_until))
         return out
 
     async def add_attempts(self, rows: Sequence[tuple[int, Attempt]]) -> None:
         if not rows:
             return
-        await self.conn.execute(sa.insert(da), [
-            {"delivery_pk": pk, "attempted_at": a.attempted_at, "duration_ms": a.duration_ms,
-             "status_code": a.status_code, "error": a.error,
-             "response_excerpt": (a.response_excerpt or "")[:EXCERPT_BYTES] or None}
-            for pk, a in rows
-        ])
+        values = [(pk, to_micros(a.attempted_at), a.duration_ms, a.status_code, a.error,
+                   (a.response_excerpt or "")[:EXCERPT_BYTES] or None) for pk, a in rows]
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql(_PG_ADD_ATTEMPTS, _columns(values, 6))
+        else:
+            await self.conn.exec_driver_sql(_SQLITE_ADD_ATTEMPT, values)
 
     async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
         """Record each delivery's outcome. A result sent under a lease only lands while that
@@ -149,29 +246,17 @@ class SqlDeliveries:
         the newer claim owns it and this stale result changes nothing."""
         if not updates:
             return
-        values = {
-            "status": sa.bindparam("b_status"), "attempts": sa.bindparam("b_attempts"),
-            "next_attempt_at": sa.bindparam("b_next", type_=UtcMicros()),
-            "last_status_code": sa.bindparam("b_code"), "last_error": sa.bindparam("b_error"),
-            "lease_until": None, "updated_at": now,
-        }
-        rows = [{"b_pk": pk, "b_status": st.value, "b_attempts": n, "b_next": nxt,
-                 "b_code": code, "b_error": err, "b_lease": lease}
-                for pk, st, n, nxt, code, err, lease in updates]
-        leased = [r for r in rows if r["b_lease"] is not None]
-        free = [{k: v for k, v in r.items() if k != "b_lease"} for r in rows
-                if r["b_lease"] is None]
-        if leased:
-            await self.conn.execute(
-                sa.update(d).where(
-                    d.c.pk == sa.bindparam("b_pk"),
-                    d.c.lease_until == sa.bindparam("b_lease", type_=UtcMicros()),
-                ).values(**values),
-                leased,
-            )
-        if free:
-            await self.conn.execute(
-                sa.update(d).where(d.c.pk == sa.bindparam("b_pk")).values(**values), free)
+        at = to_micros(now)
+        if self.conn.dialect.name == "postgresql":
+            values = [(pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
+                      for pk, st, n, nxt, code, err, lease in updates]
+            await self.conn.exec_driver_sql(_PG_SETTLE, (*_columns(values, 7), at))
+        else:
+            rows = []
+            for pk, st, n, nxt, code, err, lease in updates:
+                leased = to_micros(lease)
+                rows.append((st.value, n, to_micros(nxt), code, err, at, pk, leased, leased))
+            await self.conn.exec_driver_sql(_SQLITE_SETTLE, rows)
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 

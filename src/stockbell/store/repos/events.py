@@ -12,9 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.events import Event
 from stockbell.service.clock import utcnow
-from stockbell.service.ids import new_id
+from stockbell.service.ids import new_ids
 from stockbell.service.pagination import PageRequest
+from stockbell.store.repos.bulk import insert_rows
 from stockbell.store.tables import deliveries, events
+from stockbell.store.types import json_text, to_micros
+
+_COLUMNS = ("id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
+            "created_at", "data")
 
 
 class SqlEvents:
@@ -23,17 +28,15 @@ class SqlEvents:
 
     async def add_many(self, tenant: Tenant, batch: Sequence[Event]) -> None:
         now = utcnow()
+        at = to_micros(now)
         rows = []
-        for e in batch:
-            e.id = e.id or new_id("evt")
+        ids = new_ids("evt", len(batch))
+        for e, fresh in zip(batch, ids, strict=True):
+            e.id = e.id or fresh
             e.created_at = now
-            rows.append({
-                "id": e.id, "account_id": tenant.account_id, "mode": tenant.mode.value,
-                "type": e.type, "item_id": e.item_id, "sequence": e.sequence,
-                "occurred_at": e.occurred_at, "created_at": now, "data": e.data,
-            })
-        if rows:
-            await self.conn.execute(sa.insert(events), rows)
+            rows.append((e.id, tenant.account_id, tenant.mode.value, e.type, e.item_id,
+                         e.sequence, to_micros(e.occurred_at), at, json_text(e.data)))
+        await insert_rows(self.conn, "events", _COLUMNS, rows)
 
     async def page(self, tenant: Tenant, filters: dict[str, Any],
                    page: PageRequest) -> list[tuple[int, Event]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,35 +31,64 @@ def _chunks(values: list[T]) -> Iterable[list[T]]:
         yield values[i : i + _CHUNK]
 
 
+@functools.lru_cache(maxsize=4)
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """The stock and availability upserts, built once per dialect: `excluded` copies the
+    table's columns, which cost more than the statement on every small transaction."""
+    ins = insert_for(dialect, stock)
+    ains = insert_for(dialect, availability)
+    return (
+        ins.on_conflict_do_update(
+            index_elements=["item_id", "location_id", "state"],
+            set_={"quantity": ins.excluded.quantity, "counted_at": ins.excluded.counted_at,
+                  "updated_at": ins.excluded.updated_at}),
+        ains.on_conflict_do_update(
+            index_elements=["item_id", "scope_key"],
+            set_={"quantity": ains.excluded.quantity}),
+    )
+
+
 class SqlStock:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def load(self, stock_keys: Iterable[StockKey],
                    availability_keys: Iterable[AvailabilityKey]) -> StockLedger:
+        """The rows behind the given keys. Filtered by plain IN lists per column (a superset
+        when a batch crosses items and locations), then trimmed here: a row-value IN list
+        cost more to bind than to run."""
         ledger = StockLedger()
-        skeys = sorted(stock_keys)
-        for chunk in _chunks(skeys):
+        wanted = set(stock_keys)
+        item_ids = sorted({k[0] for k in wanted})
+        loc_ids = sorted({k[1] for k in wanted})
+        states = sorted({k[2] for k in wanted})
+        for chunk in _chunks(item_ids):
             res = await self.conn.execute(
                 sa.select(stock.c.item_id, stock.c.location_id, stock.c.state,
                           stock.c.quantity, stock.c.counted_at)
-                .where(sa.tuple_(stock.c.item_id, stock.c.location_id, stock.c.state)
-                       .in_(chunk))
+                .where(stock.c.item_id.in_(chunk), stock.c.location_id.in_(loc_ids),
+                       stock.c.state.in_(states))
             )
             for item_id, loc_id, state, qty, counted_at in res:
-                ledger.quantities[(item_id, loc_id, state)] = qty
+                key = (item_id, loc_id, state)
+                if key not in wanted:
+                    continue
+                ledger.quantities[key] = qty
                 if counted_at is not None:
-                    ledger.counted_at[(item_id, loc_id, state)] = counted_at
-        akeys = sorted(availability_keys)
-        for achunk in _chunks(akeys):
+                    ledger.counted_at[key] = counted_at
+        awanted = set(availability_keys)
+        a_items = sorted({k[0] for k in awanted})
+        scope_keys = sorted({k[1] for k in awanted})
+        for achunk in _chunks(a_items):
             res2 = await self.conn.execute(
                 sa.select(availability.c.item_id, availability.c.scope_key,
                           availability.c.quantity)
-                .where(sa.tuple_(availability.c.item_id, availability.c.scope_key)
-                       .in_(achunk))
+                .where(availability.c.item_id.in_(achunk),
+                       availability.c.scope_key.in_(scope_keys))
             )
             for item_id, key, qty in res2:
-                ledger.availability[(item_id, key)] = qty
+                if (item_id, key) in awanted:
+                    ledger.availability[(item_id, key)] = qty
         return ledger
 
     async def save(self, ledger: StockLedger, now: datetime) -> None:
@@ -69,29 +99,13 @@ class SqlStock:
             for k in sorted(ledger.dirty_stock)
         ]
         if srows:
-            ins = insert_for(self.conn, stock)
-            await self.conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["item_id", "location_id", "state"],
-                    set_={"quantity": ins.excluded.quantity,
-                          "counted_at": ins.excluded.counted_at,
-                          "updated_at": ins.excluded.updated_at},
-                ),
-                srows,
-            )
+            await self.conn.execute(_upserts(self.conn.dialect.name)[0], srows)
         arows = [
             {"item_id": k[0], "scope_key": k[1], "quantity": ledger.availability[k]}
             for k in sorted(ledger.dirty_availability)
         ]
         if arows:
-            ains = insert_for(self.conn, availability)
-            await self.conn.execute(
-                ains.on_conflict_do_update(
-                    index_elements=["item_id", "scope_key"],
-                    set_={"quantity": ains.excluded.quantity},
-                ),
-                arows,
-            )
+            await self.conn.execute(_upserts(self.conn.dialect.name)[1], arows)
 
     async def record(self, tenant: Tenant, outcomes: Sequence[Outcome], now: datetime) -> None:
         rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,11 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.scope import Scope
-from stockbell.domain.subscription import Customer, Status, Subscription
+from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.service.pagination import PageRequest
 from stockbell.store.tables import items, locations, markets, subscriptions
 
 s = subscriptions
+# (item_id, scope_key, low, high): thresholds in (low, high] of that item and scope.
+Window = tuple[int, str, int, int]
+# Bound parameters per statement stay well under SQLite's limit (32,766).
+_WINDOWS_PER_QUERY = 200
+_PKS_PER_QUERY = 5000
 
 _SCOPE_CODE = sa.case(
     (s.c.scope_key.like("L:%"),
@@ -58,7 +64,8 @@ _SEARCH_OPS: dict[str, Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[b
 }
 
 
-def _sub(m: Any) -> Subscription:
+def _sub(m: Any, codes: bool = True) -> Subscription:
+    """A subscription from a row; `codes` when the row carries sku_code and scope_code."""
     return Subscription(
         id=m["id"], item_id=m["item_id"], scope=Scope.from_key(m["scope_key"]),
         threshold=m["threshold"], status=Status(m["status"]),
@@ -69,7 +76,8 @@ def _sub(m: Any) -> Subscription:
         reference=m["reference"], reference_origin=m["reference_origin"],
         metadata=m["metadata"] or {}, created_at=m["created_at"], updated_at=m["updated_at"],
         notified_at=m["notified_at"], notify_count=m["notify_count"], pk=m["pk"],
-        sku_code=m.get("sku_code"), scope_code=m.get("scope_code"),
+        sku_code=m["sku_code"] if codes else None,
+        scope_code=m["scope_code"] if codes else None,
     )
 
 
@@ -85,6 +93,20 @@ def _values(sub: Subscription) -> dict[str, Any]:
         "notify_count": sub.notify_count, "notified_at": sub.notified_at,
         "updated_at": sub.updated_at,
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates_sql(n: int) -> sa.TextualSelect:
+    """The restock rule's range query for n windows, as text: building the same OR with
+    expression objects cost more than running it (10,000 windows a second at full load)."""
+    ranges = " OR ".join(
+        f"(item_id = :i{k} AND scope_key = :k{k} AND threshold > :l{k} AND threshold <= :h{k})"
+        for k in range(n))
+    return sa.text(
+        "SELECT pk, item_id, scope_key, threshold, expires_at, auto_resubscribe, notify_count"
+        f" FROM subscriptions WHERE status = :status AND ({ranges}) ORDER BY pk"
+    ).columns(s.c.pk, s.c.item_id, s.c.scope_key, s.c.threshold, s.c.expires_at,
+              s.c.auto_resubscribe, s.c.notify_count)
 
 
 class SqlSubscriptions:
@@ -143,38 +165,52 @@ class SqlSubscriptions:
     async def update(self, sub: Subscription) -> None:
         await self.conn.execute(sa.update(s).where(s.c.pk == sub.pk).values(**_values(sub)))
 
-    async def crossing(self, item_id: int, scope_key: str, low: int,
-                       high: int) -> list[Subscription]:
-        """Active subscriptions of one (item, scope) whose threshold lies in (low, high]:
-        an index range scan on ix_subscriptions_crossing, oldest first."""
-        res = await self.conn.execute(
-            sa.select(s).where(
-                s.c.item_id == item_id, s.c.scope_key == scope_key,
-                s.c.status == Status.ACTIVE.value,
-                s.c.threshold > low, s.c.threshold <= high,
-            ).order_by(s.c.pk)
-        )
-        return [_sub(r._mapping) for r in res]
+    async def candidates(self, windows: Sequence[Window]) -> list[Candidate]:
+        """Active subscriptions whose threshold lies in (low, high] of their (item, scope)'s
+        window: one statement per chunk of windows, each window an index range scan on
+        ix_subscriptions_crossing; ordered by pk (oldest first)."""
+        out: list[Candidate] = []
+        for i in range(0, len(windows), _WINDOWS_PER_QUERY):
+            chunk = windows[i:i + _WINDOWS_PER_QUERY]
+            params: dict[str, Any] = {"status": Status.ACTIVE.value}
+            for n, (item_id, key, low, high) in enumerate(chunk):
+                params.update({f"i{n}": item_id, f"k{n}": key, f"l{n}": low, f"h{n}": high})
+            res = await self.conn.execute(_candidates_sql(len(chunk)), params)
+            out.extend(Candidate(*r) for r in res)
+        if len(windows) > _WINDOWS_PER_QUERY:
+            out.sort(key=lambda c: c.pk)
+        return out
+
+    async def by_pks(self, pks: Sequence[int]) -> dict[int, Subscription]:
+        """Full rows for the given subscriptions (sku_code and scope_code left unset)."""
+        out: dict[int, Subscription] = {}
+        for i in range(0, len(pks), _PKS_PER_QUERY):
+            res = await self.conn.execute(
+                sa.select(s).where(s.c.pk.in_(pks[i:i + _PKS_PER_QUERY])))
+            for r in res:
+                out[r.pk] = _sub(r._mapping, codes=False)
+        return out
 
     async def set_statuses(self, changes: Sequence[tuple[int, Status, bool]],
                            now: datetime) -> None:
-        fired = [{"b_pk": pk, "b_status": st.value} for pk, st, f in changes if f]
-        other = [{"b_pk": pk, "b_status": st.value} for pk, st, f in changes if not f]
-        if fired:
-            await self.conn.execute(
-                sa.update(s).where(s.c.pk == sa.bindparam("b_pk")).values(
-                    status=sa.bindparam("b_status"), notify_count=s.c.notify_count + 1,
-                    notified_at=now, updated_at=now,
-                ),
-                fired,
-            )
-        if other:
-            await self.conn.execute(
-                sa.update(s).where(s.c.pk == sa.bindparam("b_pk")).values(
-                    status=sa.bindparam("b_status"), updated_at=now,
-                ),
-                other,
-            )
+        """Apply the restock rule's decisions: each (pk, new status, fired) in order. Grouped
+        into one UPDATE per (final status, times fired) over chunks of pks, since a restock
+        can decide 100,000 the same way."""
+        final: dict[int, Status] = {}
+        fires: dict[int, int] = {}
+        for pk, status, fired in changes:
+            final[pk] = status
+            fires[pk] = fires.get(pk, 0) + fired
+        groups: dict[tuple[Status, int], list[int]] = {}
+        for pk, status in final.items():
+            groups.setdefault((status, fires[pk]), []).append(pk)
+        for (status, n), pks in groups.items():
+            values: dict[str, Any] = {"status": status.value, "updated_at": now}
+            if n:
+                values.update(notify_count=s.c.notify_count + n, notified_at=now)
+            for i in range(0, len(pks), _PKS_PER_QUERY):
+                await self.conn.execute(
+                    sa.update(s).where(s.c.pk.in_(pks[i:i + _PKS_PER_QUERY])).values(**values))
 
     async def due_to_expire(self, now: datetime,
                             limit: int) -> list[tuple[Tenant, Subscription]]:

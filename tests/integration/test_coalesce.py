@@ -1,0 +1,110 @@
+"""Group commit of inventory changes (service/coalesce.py) on both databases.
+
+Concurrent requests share transactions, yet each is applied as if alone and in arrival
+order, gets exactly its own answer, and a request with bad input fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from stockbell.domain.accounts import Mode, Tenant
+from stockbell.domain.catalog import Item, Location
+from stockbell.domain.errors import InvalidInput
+from stockbell.service import accounts, catalog, inventory, subscriptions
+from stockbell.service.coalesce import ChangeCoalescer
+from stockbell.service.inventory import ChangeInput
+from stockbell.service.ports import UnitOfWork
+from stockbell.service.subscriptions import SubscriptionInput
+from stockbell.store.database import SqlDatabase
+from tests.support import Server
+
+T = TypeVar("T")
+
+
+class Counted:
+    """The real database, counting the transactions it was asked to run."""
+
+    def __init__(self, db: SqlDatabase) -> None:
+        self.db = db
+        self.runs = 0
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        self.runs += 1
+        return await self.db.run(work)
+
+
+def plus_one(sku: str = "A") -> list[ChangeInput]:
+    return [ChangeInput("adjustment", sku, "L1", "1", from_state="NONE", to_state="IN_STOCK")]
+
+
+async def test_concurrent_requests_share_commits_and_keep_their_own_answers(db_url: str) -> None:
+    db = SqlDatabase(db_url)
+    try:
+        async def setup(uow: UnitOfWork) -> Tenant:
+            account_id = await accounts.create_account(uow, f"co-{uuid.uuid4().hex[:12]}")
+            tenant = Tenant(account_id, Mode.TEST)
+            await catalog.upsert_item(uow, tenant, Item(sku_code="A"))
+            await catalog.upsert_location(uow, tenant, Location(code="L1"))
+            return tenant
+
+        tenant = await db.run(setup)
+        await db.run(lambda uow: subscriptions.subscribe(
+            uow, tenant, SubscriptionInput("A", threshold="3")))
+        counted = Counted(db)
+        coalescer = ChangeCoalescer(counted)
+        requests = [plus_one() for _ in range(20)]
+        requests.insert(5, plus_one("NOPE"))  # unknown item: fails alone
+        requests.insert(9, [])  # empty batch: fails alone
+        results: list[Any] = await asyncio.gather(
+            *(coalescer.submit(tenant, r) for r in requests), return_exceptions=True)
+
+        assert isinstance(results.pop(9), InvalidInput)
+        assert isinstance(results.pop(5), InvalidInput)
+        # Applied one after another in arrival order: request n saw n units in stock.
+        assert [r["changes"][0]["counts"] for r in results] == [
+            [{"state": "IN_STOCK", "quantity": str(n)}] for n in range(1, 21)]
+        assert all(r["applied"] == 1 and r["ignored"] == 0 for r in results)
+        # Only the request that took availability from 2 to 3 reports the notification.
+        assert [r["notifications"] for r in results] == [0, 0, 1] + [0] * 17
+        assert counted.runs < len(requests) / 2, counted.runs
+
+        view = await db.run(lambda uow: inventory.inventory_of(uow, tenant, "A"))
+        assert view["locations"] == [{"location": "L1", "quantities": {"IN_STOCK": "20"}}]
+    finally:
+        await db.dispose()
+
+
+def test_over_http_each_concurrent_request_gets_its_own_status(seeded: Any,
+                                                                server: Server) -> None:
+    """Through the real server: 24 requests at once from separate connections, two of them
+    bad; the good ones all land and the bad ones get their own problem response."""
+
+    async def go() -> list[httpx.Response]:
+        headers = dict(seeded.client.headers)
+        async with httpx.AsyncClient(base_url=server.base_url, headers=headers,
+                                     timeout=30) as client:
+            def body(i: int) -> dict[str, Any]:
+                sku = "NOPE" if i in (3, 17) else "SKU-1"
+                return {"changes": [{"type": "adjustment", "sku_code": sku, "location": "L2",
+                                     "from_state": "NONE", "to_state": "IN_STOCK",
+                                     "quantity": "1"}]}
+
+            return list(await asyncio.gather(
+                *(client.post("/v1/inventory/changes", json=body(i)) for i in range(24))))
+
+    responses = asyncio.run(go())
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 22, codes
+    assert codes.count(422) == 2, codes
+    assert responses[3].json()["detail"].startswith("changes/0: unknown item")
+    quantities = sorted(int(r.json()["changes"][0]["counts"][0]["quantity"])
+                        for r in responses if r.status_code == 200)
+    assert quantities == list(range(1, 23))  # each saw its own step, none lost or doubled
+    view = seeded.get("/v1/inventory/SKU-1").json()
+    assert {"location": "L2", "quantities": {"IN_STOCK": "22"}} in view["locations"]
