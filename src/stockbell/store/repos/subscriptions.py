@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,9 +15,12 @@ from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.scope import Scope
 from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.service.pagination import PageRequest
+from stockbell.store.repos.bulk import select_by_pks, update_by_pks
 from stockbell.store.tables import items, locations, markets, subscriptions
+from stockbell.store.types import from_micros, to_micros
 
 s = subscriptions
+_ROW = tuple(c.name for c in s.c)
 # (item_id, scope_key, low, high): thresholds in (low, high] of that item and scope.
 Window = tuple[int, str, int, int]
 # Bound parameters per statement stay well under SQLite's limit (32,766).
@@ -64,8 +68,28 @@ _SEARCH_OPS: dict[str, Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[b
 }
 
 
-def _sub(m: Any, codes: bool = True) -> Subscription:
-    """A subscription from a row; `codes` when the row carries sku_code and scope_code."""
+def _json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return {} if value == "{}" else json.loads(value)  # most customers carry no attributes
+
+
+def _stored(m: dict[str, Any]) -> dict[str, Any]:
+    """A raw driver row in the form SQLAlchemy's column types would have given."""
+    for key in ("customer_attributes", "metadata"):
+        m[key] = _json(m[key])
+    for key in ("expires_at", "created_at", "updated_at", "notified_at"):
+        if m[key] is not None:
+            m[key] = from_micros(int(m[key]))
+    m["auto_resubscribe"] = bool(m["auto_resubscribe"])
+    return m
+
+
+def _sub(m: Any, codes: bool = True, stored: bool = False) -> Subscription:
+    """A subscription from a row; `codes` when the row carries sku_code and scope_code,
+    `stored` when it comes straight from the driver."""
+    if stored:
+        m = _stored(m)
     return Subscription(
         id=m["id"], item_id=m["item_id"], scope=Scope.from_key(m["scope_key"]),
         threshold=m["threshold"], status=Status(m["status"]),
@@ -182,13 +206,14 @@ class SqlSubscriptions:
         return out
 
     async def by_pks(self, pks: Sequence[int]) -> dict[int, Subscription]:
-        """Full rows for the given subscriptions (sku_code and scope_code left unset)."""
+        """Full rows for the given subscriptions (sku_code and scope_code left unset), read
+        through the driver: a restock may load 100,000 of them."""
         out: dict[int, Subscription] = {}
         for i in range(0, len(pks), _PKS_PER_QUERY):
-            res = await self.conn.execute(
-                sa.select(s).where(s.c.pk.in_(pks[i:i + _PKS_PER_QUERY])))
-            for r in res:
-                out[r.pk] = _sub(r._mapping, codes=False)
+            for row in await select_by_pks(self.conn, "subscriptions", _ROW,
+                                           pks[i:i + _PKS_PER_QUERY]):
+                sub = _sub(dict(zip(_ROW, row, strict=True)), codes=False, stored=True)
+                out[int(row[0])] = sub
         return out
 
     async def set_statuses(self, changes: Sequence[tuple[int, Status, bool]],
@@ -204,13 +229,15 @@ class SqlSubscriptions:
         groups: dict[tuple[Status, int], list[int]] = {}
         for pk, status in final.items():
             groups.setdefault((status, fires[pk]), []).append(pk)
+        at = to_micros(now)
         for (status, n), pks in groups.items():
-            values: dict[str, Any] = {"status": status.value, "updated_at": now}
+            values: dict[str, Any] = {"status": status.value, "updated_at": at}
             if n:
-                values.update(notify_count=s.c.notify_count + n, notified_at=now)
+                values["notified_at"] = at
             for i in range(0, len(pks), _PKS_PER_QUERY):
-                await self.conn.execute(
-                    sa.update(s).where(s.c.pk.in_(pks[i:i + _PKS_PER_QUERY])).values(**values))
+                await update_by_pks(self.conn, "subscriptions", values,
+                                    {"notify_count": n} if n else {},
+                                    pks[i:i + _PKS_PER_QUERY])
 
     async def due_to_expire(self, now: datetime,
                             limit: int) -> list[tuple[Tenant, Subscription]]:
