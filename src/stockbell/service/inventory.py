@@ -9,6 +9,7 @@ events are written before the one commit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -335,30 +336,58 @@ async def _persist(uow: UnitOfWork, tenant: Tenant, decided: list[Event | _Fired
                    and f.move.scope.kind is ScopeKind.MARKET and f.move.scope.ref is not None}
     if market_refs:
         codes.update(await uow.catalog.scope_codes((), market_refs))
-    items_json: dict[int, dict[str, Any]] = {}
-    notifications: dict[int, int] = {}
-    request = 0
-    for i in range(0, len(decided), _EVENT_CHUNK):
-        chunk = decided[i:i + _EVENT_CHUNK]
-        subs = await uow.subscriptions.by_pks(
-            [f.pk for f in chunk if isinstance(f, _Fired)])
+    render = _Renderer(item_by_id, codes, now)
+    chunks = [decided[i:i + _EVENT_CHUNK] for i in range(0, len(decided), _EVENT_CHUNK)]
+    # Pipelined: while chunk k is written (SQLite works in its own thread, PostgreSQL in its
+    # own process), chunk k+1 is rendered here. The connection is only ever used by one
+    # side at a time: rows for k+1 are read before k's write starts.
+    events = await render.chunk(chunks[0], await _rows(uow, chunks[0])) if chunks else []
+    for k in range(len(chunks)):
+        subs = await _rows(uow, chunks[k + 1]) if k + 1 < len(chunks) else {}
+        writing = asyncio.ensure_future(persist_events(uow, tenant, events))
+        try:
+            events = await render.chunk(chunks[k + 1], subs) if k + 1 < len(chunks) else []
+        finally:
+            await writing
+    return render.notifications
+
+
+async def _rows(uow: UnitOfWork, chunk: list[Event | _Fired | int]) -> dict[int, Subscription]:
+    return await uow.subscriptions.by_pks([f.pk for f in chunk if isinstance(f, _Fired)])
+
+
+class _Renderer:
+    """Turns a chunk of decisions into events, counting notifications per request."""
+
+    def __init__(self, item_by_id: dict[int | None, Item], codes: dict[str, str],
+                 now: datetime) -> None:
+        self.item_by_id = item_by_id
+        self.codes = codes
+        self.now = now
+        self.items_json: dict[int, dict[str, Any]] = {}
+        self.notifications: dict[int, int] = {}
+        self.request = 0
+
+    async def chunk(self, chunk: list[Event | _Fired | int],
+                    subs: dict[int, Subscription]) -> list[Event]:
         events: list[Event] = []
-        for step in chunk:
+        for n, step in enumerate(chunk):
+            if n % 250 == 249:
+                await asyncio.sleep(0)  # let a concurrent write take its next step
             if isinstance(step, int):
-                request = step
+                self.request = step
                 continue
             if isinstance(step, Event):
                 events.append(step)
                 continue
-            item = item_by_id[step.move.item_id]
-            if step.move.item_id not in items_json:
-                items_json[step.move.item_id] = item_view(item)
-            events.append(_fired_event(step, subs[step.pk], item.sku_code, items_json,
-                                       codes, now))
+            item = self.item_by_id[step.move.item_id]
+            if step.move.item_id not in self.items_json:
+                self.items_json[step.move.item_id] = item_view(item)
+            events.append(_fired_event(step, subs[step.pk], item.sku_code, self.items_json,
+                                       self.codes, self.now))
             if step.kind == ev.BACK_IN_STOCK:
-                notifications[request] = notifications.get(request, 0) + 1
-        await persist_events(uow, tenant, events)
-    return notifications
+                self.notifications[self.request] = self.notifications.get(self.request, 0) + 1
+        return events
 
 
 def _fired_event(fired: _Fired, sub: Subscription, sku_code: str,

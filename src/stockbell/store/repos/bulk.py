@@ -30,6 +30,21 @@ async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
+async def upsert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
+                      key: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows, or on a conflict over `key` overwrite the other columns (the same SQL on
+    both databases, one executemany)."""
+    if not rows:
+        return
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    postgres = conn.dialect.name == "postgresql"
+    marks = [f"${i}" if postgres else "?" for i in range(1, len(columns) + 1)]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+           f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+    await driver.executemany(sql, rows)
+
+
 def _pk_filter(dialect: str, n: int) -> str:
     """`pk` is one of the given values, passed as one parameter (number n, 1-based)."""
     if dialect == "postgresql":

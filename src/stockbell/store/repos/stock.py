@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,8 +18,9 @@ from stockbell.domain.stock import (
     StockKey,
     StockLedger,
 )
-from stockbell.store.repos.util import insert_for
-from stockbell.store.tables import availability, inventory_changes, market_locations, stock
+from stockbell.store.repos.bulk import insert_rows, upsert_rows
+from stockbell.store.tables import availability, market_locations, stock
+from stockbell.store.types import to_micros
 
 _CHUNK = 500
 T = TypeVar("T")
@@ -31,21 +31,9 @@ def _chunks(values: list[T]) -> Iterable[list[T]]:
         yield values[i : i + _CHUNK]
 
 
-@functools.lru_cache(maxsize=4)
-def _upserts(dialect: str) -> tuple[Any, Any]:
-    """The stock and availability upserts, built once per dialect: `excluded` copies the
-    table's columns, which cost more than the statement on every small transaction."""
-    ins = insert_for(dialect, stock)
-    ains = insert_for(dialect, availability)
-    return (
-        ins.on_conflict_do_update(
-            index_elements=["item_id", "location_id", "state"],
-            set_={"quantity": ins.excluded.quantity, "counted_at": ins.excluded.counted_at,
-                  "updated_at": ins.excluded.updated_at}),
-        ains.on_conflict_do_update(
-            index_elements=["item_id", "scope_key"],
-            set_={"quantity": ains.excluded.quantity}),
-    )
+_STOCK = ("item_id", "location_id", "state", "quantity", "counted_at", "updated_at")
+_CHANGES = ("account_id", "mode", "item_id", "location_id", "kind", "state", "from_state",
+            "to_state", "quantity", "occurred_at", "applied", "created_at")
 
 
 class SqlStock:
@@ -92,37 +80,30 @@ class SqlStock:
         return ledger
 
     async def save(self, ledger: StockLedger, now: datetime) -> None:
-        srows = [
-            {"item_id": k[0], "location_id": k[1], "state": k[2],
-             "quantity": ledger.quantities[k], "counted_at": ledger.counted_at.get(k),
-             "updated_at": now}
-            for k in sorted(ledger.dirty_stock)
-        ]
-        if srows:
-            await self.conn.execute(_upserts(self.conn.dialect.name)[0], srows)
-        arows = [
-            {"item_id": k[0], "scope_key": k[1], "quantity": ledger.availability[k]}
-            for k in sorted(ledger.dirty_availability)
-        ]
-        if arows:
-            await self.conn.execute(_upserts(self.conn.dialect.name)[1], arows)
+        """Write the ledger's dirty rows back (through the driver: a batch writes thousands)."""
+        at = to_micros(now)
+        await upsert_rows(
+            self.conn, "stock", _STOCK, ("item_id", "location_id", "state"),
+            [(k[0], k[1], k[2], ledger.quantities[k], to_micros(ledger.counted_at.get(k)), at)
+             for k in sorted(ledger.dirty_stock)])
+        await upsert_rows(
+            self.conn, "availability", ("item_id", "scope_key", "quantity"),
+            ("item_id", "scope_key"),
+            [(k[0], k[1], ledger.availability[k]) for k in sorted(ledger.dirty_availability)])
 
     async def record(self, tenant: Tenant, outcomes: Sequence[Outcome], now: datetime) -> None:
+        at = to_micros(now)
+        account_id, mode = tenant.account_id, tenant.mode.value
         rows = []
         for o in outcomes:
             c = o.change
-            base = {"account_id": tenant.account_id, "mode": tenant.mode.value,
-                    "item_id": c.item_id, "location_id": c.location_id,
-                    "quantity": c.quantity, "occurred_at": c.occurred_at,
-                    "applied": o.applied, "created_at": now}
             if isinstance(c, Count):
-                rows.append({**base, "kind": "count", "state": c.state.value,
-                             "from_state": None, "to_state": None})
+                kind, state, src, dst = "count", c.state.value, None, None
             else:
-                rows.append({**base, "kind": "adjustment", "state": None,
-                             "from_state": c.from_state.value, "to_state": c.to_state.value})
-        if rows:
-            await self.conn.execute(sa.insert(inventory_changes), rows)
+                kind, state, src, dst = "adjustment", None, c.from_state.value, c.to_state.value
+            rows.append((account_id, mode, c.item_id, c.location_id, kind, state, src, dst,
+                         c.quantity, to_micros(c.occurred_at), o.applied, at))
+        await insert_rows(self.conn, "inventory_changes", _CHANGES, rows)
 
     async def stock_of_item(self, item_id: int) -> list[tuple[int, str, int]]:
         res = await self.conn.execute(

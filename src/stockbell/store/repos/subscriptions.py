@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -23,8 +22,6 @@ s = subscriptions
 _ROW = tuple(c.name for c in s.c)
 # (item_id, scope_key, low, high): thresholds in (low, high] of that item and scope.
 Window = tuple[int, str, int, int]
-# Bound parameters per statement stay well under SQLite's limit (32,766).
-_WINDOWS_PER_QUERY = 200
 _PKS_PER_QUERY = 5000
 
 _SCOPE_CODE = sa.case(
@@ -119,18 +116,22 @@ def _values(sub: Subscription) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=64)
-def _candidates_sql(n: int) -> sa.TextualSelect:
-    """The restock rule's range query for n windows, as text: building the same OR with
-    expression objects cost more than running it (10,000 windows a second at full load)."""
-    ranges = " OR ".join(
-        f"(item_id = :i{k} AND scope_key = :k{k} AND threshold > :l{k} AND threshold <= :h{k})"
-        for k in range(n))
-    return sa.text(
-        "SELECT pk, item_id, scope_key, threshold, expires_at, auto_resubscribe, notify_count"
-        f" FROM subscriptions WHERE status = :status AND ({ranges}) ORDER BY pk"
-    ).columns(s.c.pk, s.c.item_id, s.c.scope_key, s.c.threshold, s.c.expires_at,
-              s.c.auto_resubscribe, s.c.notify_count)
+_CANDIDATE_COLUMNS = ("s.pk, s.item_id, s.scope_key, s.threshold, s.expires_at, "
+                      "s.auto_resubscribe, s.notify_count")
+_CANDIDATES_PG = (
+    f"SELECT {_CANDIDATE_COLUMNS} FROM unnest($1::bigint[], $2::text[], $3::bigint[], "
+    "$4::bigint[]) AS w(item_id, scope_key, low, high) JOIN subscriptions AS s "
+    "ON s.item_id = w.item_id AND s.scope_key = w.scope_key AND s.status = 'active' "
+    "AND s.threshold > w.low AND s.threshold <= w.high ORDER BY s.pk"
+)
+# CROSS JOIN keeps the windows as the outer loop: one index range scan per window.
+_CANDIDATES_SQLITE = (
+    f"SELECT {_CANDIDATE_COLUMNS} FROM json_each(?) AS w CROSS JOIN subscriptions AS s "
+    "WHERE s.item_id = json_extract(w.value, '$[0]') "
+    "AND s.scope_key = json_extract(w.value, '$[1]') AND s.status = 'active' "
+    "AND s.threshold > json_extract(w.value, '$[2]') "
+    "AND s.threshold <= json_extract(w.value, '$[3]') ORDER BY s.pk"
+)
 
 
 class SqlSubscriptions:
@@ -191,19 +192,24 @@ class SqlSubscriptions:
 
     async def candidates(self, windows: Sequence[Window]) -> list[Candidate]:
         """Active subscriptions whose threshold lies in (low, high] of their (item, scope)'s
-        window: one statement per chunk of windows, each window an index range scan on
-        ix_subscriptions_crossing; ordered by pk (oldest first)."""
-        out: list[Candidate] = []
-        for i in range(0, len(windows), _WINDOWS_PER_QUERY):
-            chunk = windows[i:i + _WINDOWS_PER_QUERY]
-            params: dict[str, Any] = {"status": Status.ACTIVE.value}
-            for n, (item_id, key, low, high) in enumerate(chunk):
-                params.update({f"i{n}": item_id, f"k{n}": key, f"l{n}": low, f"h{n}": high})
-            res = await self.conn.execute(_candidates_sql(len(chunk)), params)
-            out.extend(Candidate(*r) for r in res)
-        if len(windows) > _WINDOWS_PER_QUERY:
-            out.sort(key=lambda c: c.pk)
-        return out
+        window, oldest first: the windows travel as one parameter and are joined to
+        ix_subscriptions_crossing, one index range scan per window, however many there are."""
+        if not windows:
+            return []
+        driver: Any = (await self.conn.get_raw_connection()).driver_connection
+        if self.conn.dialect.name == "postgresql":
+            rows = await driver.fetch(_CANDIDATES_PG, *(list(col) for col in zip(*windows,
+                                                                               strict=True)))
+        else:
+            cursor = await driver.execute(_CANDIDATES_SQLITE, (json.dumps(windows),))
+            try:
+                rows = await cursor.fetchall()
+            finally:
+                await cursor.close()
+        return [Candidate(pk, item_id, key, threshold,
+                          None if expires is None else from_micros(int(expires)),
+                          bool(auto), notify_count)
+                for pk, item_id, key, threshold, expires, auto, notify_count in rows]
 
     async def by_pks(self, pks: Sequence[int]) -> dict[int, Subscription]:
         """Full rows for the given subscriptions (sku_code and scope_code left unset), read
