@@ -1,8 +1,9 @@
 """`python -m bench <scenario> [--db sqlite|postgres] [--quick]`
 
-Scenarios: ingest, batch, subs, fanout, latency, memory (or `all`). Each starts its own
-database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1, runs bounded load,
-stops everything, and prints one table: figure, baseline measured in the same run, ratio, bar.
+Scenarios: ingest, batch, subs, fanout, latency, peer, memory (`all`: every one but memory).
+Each starts its own database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1,
+runs bounded load, stops everything, and prints one table: figure, baseline measured in the
+same run, ratio, bar.
 Exit status 0 even when a bar does not hold (the table says so); 2 on a harness error.
 """
 

@@ -16,6 +16,7 @@ import orjson
 
 from bench import seed
 from bench.env import Env
+from bench.peer_scenario import peer
 from bench.report import Row, Table
 
 UNIT = 1_000_000  # micro-units per unit of quantity
@@ -463,5 +464,5 @@ def memory(db: str, quick: bool) -> Table:
 
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
-    "memory": memory,
+    "peer": peer, "memory": memory,
 }
