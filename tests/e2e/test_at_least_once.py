@@ -359,6 +359,7 @@ def check_received(received: list[Received], events: list[dict[str, Any]],
 
 WORKERS = 3
 BATCHES = 22  # x 100 (sku, location) pairs = 2,200 events and deliveries
+PACE = 0.4  # seconds between batches
 KILL_PLAN = ["one", "all", "one"]  # 1 + 3 + 1 = 5 SIGKILLs, each followed by a restart
 
 
@@ -388,6 +389,9 @@ def test_sigkilled_workers_lose_nothing(tmp_path: Path) -> None:
                 try:
                     for b in range(BATCHES):
                         produced += produce(api, pairs, b)
+                        # Paced, so production (and delivery) spans the whole kill plan: a
+                        # batch takes milliseconds to apply now.
+                        time.sleep(PACE)
                 except BaseException as exc:
                     failure.append(exc)
 

@@ -380,6 +380,29 @@ def test_per_endpoint_and_global_concurrency_limits_hold(calm: Server) -> None:
     assert rx.total_peak == 3, rx.total_peak
 
 
+def test_an_endpoint_with_a_backlog_does_not_hold_every_lane(db_url: str) -> None:
+    # Two requests in flight in all, two per endpoint: a slow endpoint's backlog takes both.
+    # A delivery to another endpoint, queued later, is sent as soon as one of those requests
+    # ends, not after the whole backlog.
+    with own_server(db_url, delivery_concurrency=2, endpoint_concurrency=2,
+                    retry_schedule=FAST) as srv, \
+            Receiver(default=lambda r: Reply(200, delay=0.25) if r.path == "/a" else 200) as rx:
+        a, b = seed(srv.tenant()), seed(srv.tenant())
+        endpoint(a, rx.url("/a"))
+        endpoint(b, rx.url("/b"))
+        for q in range(10):
+            count(a, q)
+        rx.wait_for(2, where=lambda r: r.path == "/a")  # the backlog holds both lanes
+        count(b, 1)
+        queued_at = time.monotonic()
+        [got] = rx.wait_for(1, where=lambda r: r.path == "/b")
+        rx.wait_for(10, timeout=15, where=lambda r: r.path == "/a")
+    assert got.at - queued_at < 1.0, got.at - queued_at
+    after = [r for r in rx.requests if r.path == "/a" and r.at > got.at]
+    assert len(after) >= 4, [round(r.at - queued_at, 2) for r in rx.requests]
+    assert rx.total_peak <= 2, rx.total_peak
+
+
 # --- retries and failure handling ------------------------------------------------------------
 
 def test_two_failures_then_success_makes_three_attempts(shop: Tenant) -> None:

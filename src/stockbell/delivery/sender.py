@@ -44,6 +44,7 @@ class Sender:
         self.timeouts = timeouts
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._refusals: dict[str, str | None] = {}  # url -> why it is refused (IP literals)
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -65,6 +66,22 @@ class Sender:
             await self._session.close()
             self._session = None
 
+    def _refusal(self, url: str) -> str | None:
+        """Why `url` may not be sent to, judged once per URL: an IP-literal host is checked
+        here (aiohttp does not resolve it); names are checked on every connect by the
+        resolver."""
+        try:
+            return self._refusals[url]
+        except KeyError:
+            pass
+        ip = literal_host(urlsplit(url).hostname or "")
+        refusal = None if ip is None or address_allowed(ip, self.allow) else \
+            f"refused: {ip} is not a public address (STOCKBELL_WEBHOOK_ALLOW)"
+        if len(self._refusals) >= 10_000:
+            self._refusals.clear()
+        self._refusals[url] = refusal
+        return refusal
+
     async def post(self, url: str, headers: dict[str, str],
                    body: str) -> tuple[Attempt, float | None]:
         started_at = utcnow()
@@ -73,10 +90,9 @@ class Sender:
         error: str | None = None
         excerpt: str | None = None
         retry_after: float | None = None
-        host = urlsplit(url).hostname or ""
-        ip = literal_host(host)
-        if ip is not None and not address_allowed(ip, self.allow):
-            error = f"refused: {ip} is not a public address (STOCKBELL_WEBHOOK_ALLOW)"
+        refusal = self._refusal(url)
+        if refusal is not None:
+            error = refusal
         else:
             try:
                 session = await self.session()

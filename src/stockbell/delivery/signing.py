@@ -7,9 +7,9 @@ package's verifier), computed directly: the secret is decoded once, not once per
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from functools import lru_cache
 
 PREFIX = "whsec_"
@@ -27,10 +27,10 @@ def _key(secret: str) -> bytes:
 
 def signature_header(secrets: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
     """Space-separated `v1,<base64>` signatures, one per active secret (rotation overlap)."""
-    signed = f"{msg_id}.{int(timestamp.timestamp())}.{body}".encode()
-    return " ".join(
-        "v1," + base64.b64encode(hmac.new(_key(s), signed, hashlib.sha256).digest()).decode()
-        for s in secrets)
+    seconds = math.floor(timestamp.replace(tzinfo=UTC).timestamp())  # as standardwebhooks
+    signed = f"{msg_id}.{seconds}.{body}".encode()
+    return " ".join("v1," + base64.b64encode(hmac.digest(_key(s), signed, "sha256")).decode()
+                    for s in secrets)
 
 
 def standard_headers(secrets: list[str], msg_id: str, timestamp: datetime,

@@ -77,12 +77,12 @@ def _due(now: datetime, limit: int) -> sa.Select[tuple[int]]:
 
 # PostgreSQL: lease and read in one statement. The due rows are taken FOR UPDATE SKIP LOCKED,
 # so concurrent claims by other workers pass over them instead of waiting or double-leasing.
-_PG_CLAIM = """
+_PG_CLAIM = f"""
 UPDATE deliveries AS d SET lease_until = $2
 FROM events AS e
 WHERE d.pk IN (
         SELECT pk FROM deliveries
-        WHERE status = 'pending' AND next_attempt_at <= $1
+        WHERE status = '{DeliveryStatus.PENDING.value}' AND next_attempt_at <= $1
           AND (lease_until IS NULL OR lease_until <= $1)
           AND endpoint_pk IN (SELECT pk FROM webhook_endpoints WHERE enabled)
         ORDER BY next_attempt_at
@@ -115,6 +115,7 @@ FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::te
             $7::bigint[]) AS u(pk, status, attempts, next_attempt_at, code, error, lease)
 WHERE d.pk = u.pk AND (u.lease IS NULL OR d.lease_until = u.lease)
 """
+_SQLITE_CHUNK = 10_000  # bound parameters per statement (SQLite allows 32,766)
 _SQLITE_SETTLE = """
 UPDATE deliveries
 SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?, last_error = ?,
@@ -212,21 +213,27 @@ class SqlDeliveries:
                 sa.select(*_CLAIMED).where(d.c.pk.in_(_due(now, limit).scalar_subquery()),
                                            ev.c.id == d.c.event_id))
             rows = list(due.all())
-            if rows:
-                await self.conn.execute(sa.update(d).where(d.c.pk.in_([r[0] for r in rows]))
-                                        .values(lease_until=lease_until))
+            for i in range(0, len(rows), _SQLITE_CHUNK):
+                pks = [r[0] for r in rows[i:i + _SQLITE_CHUNK]]
+                marks = ", ".join("?" * len(pks))
+                await self.conn.exec_driver_sql(
+                    f"UPDATE deliveries SET lease_until = ? WHERE pk IN ({marks})",
+                    (to_micros(lease_until), *pks))
         if not rows:
             return []
         found = await self.conn.execute(sa.select(we).where(we.c.pk.in_({r[3] for r in rows})))
         endpoints = {e.pk: endpoint_of(e._mapping) for e in found}
         out = []
+        times: dict[Any, datetime] = {}  # a fan-out's events share their timestamps
         for (pk, delivery_id, attempts, endpoint_pk, event_id, etype, occurred_at, created_at,
              data, sequence, item_id, event_pk) in sorted(rows, key=_first):
             endpoint = endpoints.get(endpoint_pk)
             if endpoint is None:  # deleted meanwhile: its deliveries go with it
                 continue
-            event = Event(etype, _when(occurred_at), data, item_id=item_id, sequence=sequence,
-                          id=event_id, created_at=_when(created_at), pk=event_pk)
+            occurred = times.get(occurred_at) or times.setdefault(occurred_at, _when(occurred_at))
+            created = times.get(created_at) or times.setdefault(created_at, _when(created_at))
+            event = Event(etype, occurred, data, item_id=item_id, sequence=sequence,
+                          id=event_id, created_at=created, pk=event_pk)
             out.append(Claimed(pk, delivery_id, attempts, endpoint, event, lease_until))
         return out
 
