@@ -610,6 +610,7 @@ def test_metrics_are_exposed_and_move(fast: Server, shop: Tenant) -> None:
         ok0 = metric(text, "stockbell_delivery_attempts_total", '{outcome="success"}')
         retry0 = metric(text, "stockbell_delivery_attempts_total", '{outcome="retry"}')
         n0 = metric(text, "stockbell_delivery_attempt_seconds_count")
+        handed0 = metric(text, "stockbell_deliveries_handed_off_total")
         with Receiver(500, default=200) as rx:
             ep = endpoint(shop, rx.url())
             count(shop, 1)
@@ -621,5 +622,8 @@ def test_metrics_are_exposed_and_move(fast: Server, shop: Tenant) -> None:
     assert metric(after, "stockbell_delivery_attempts_total", '{outcome="success"}') >= ok0 + 1
     assert metric(after, "stockbell_delivery_attempts_total", '{outcome="retry"}') >= retry0 + 1
     assert metric(after, "stockbell_delivery_attempt_seconds_count") >= n0 + 2
+    if fast.db_url.startswith("sqlite"):
+        # the change's own transaction leased its delivery to the in-process dispatcher
+        assert metric(after, "stockbell_deliveries_handed_off_total") >= handed0 + 1
     assert metric(after, "stockbell_delivery_queue_depth") >= 0
     assert metric(after, "stockbell_delivery_oldest_pending_seconds") >= 0

@@ -103,6 +103,7 @@ class Dispatcher:
         self.room = asyncio.Event()
         self.results: list[AttemptResult] = []
         self.results_ready = asyncio.Event()
+        self.lease_seconds = settings.delivery_lease_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = None if self.db.sqlite else DeliveryListener(self.db.url,
@@ -110,6 +111,9 @@ class Dispatcher:
         if listener is not None:
             await listener.start()
         flusher = asyncio.create_task(self._flush_loop())
+        if self.db.sqlite:
+            # New deliveries come leased straight from the transactions that queue them.
+            self.db.handoff = self
         log.info("dispatcher.started", concurrency=self.capacity,
                  retry_schedule=self.settings.retry_schedule)
         last_stats = last_purge = 0.0
@@ -139,6 +143,8 @@ class Dispatcher:
                 if len(claimed) < want:
                     await self._wait(self.db.new_deliveries, stop, poll)
         finally:
+            if self.db.handoff is self:
+                self.db.handoff = None
             await self._drain()
             # The flusher records what is left and returns; cut it short only if the
             # database does not answer (the leases then run out: at-least-once holds).
@@ -185,6 +191,18 @@ class Dispatcher:
             log.exception("dispatcher.claim_failed")
             await asyncio.sleep(1.0)
             return []
+
+    # --- hand-off (SQLite: see SqlDatabase._lease_for_handoff) ---------------------------
+
+    def handoff_room(self) -> int:
+        """How many more claimed deliveries this dispatcher takes now."""
+        return 0 if self.closing else max(0, self.window - self.outstanding)
+
+    def handoff_take(self, claimed: list[Claimed]) -> None:
+        """Deliveries a committed transaction leased to this process: send them as if
+        claimed here."""
+        metrics.HANDED_OFF.inc(len(claimed))
+        self._enqueue(claimed)
 
     # --- sending -------------------------------------------------------------------------
 

@@ -142,6 +142,7 @@ class SqlDeliveries:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.created = False  # read by the unit of work to wake in-process dispatchers
+        self.queued = False  # new deliveries were queued in this transaction
 
     async def _notify(self) -> None:
         self.created = True
@@ -181,6 +182,7 @@ class SqlDeliveries:
             for dlv, (event_id, endpoint_pk) in zip(new_ids("dlv", len(pairs)), pairs,
                                                     strict=True)
         ])
+        self.queued = True
         await self._notify()
 
     async def replay(self, tenant: Tenant, endpoint: Endpoint, since: datetime,
