@@ -9,10 +9,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-def insert_for(conn: AsyncConnection | str, table: sa.Table) -> Any:
-    """An INSERT that supports on_conflict_do_update/nothing on the connection's dialect
-    (or the dialect named)."""
-    name = conn if isinstance(conn, str) else conn.dialect.name
-    if name == "postgresql":
+def insert_for(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that supports on_conflict_do_update/nothing on the connection's dialect."""
+    if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
