@@ -139,3 +139,13 @@ class Server:
         key = run_db(self.db_url, make)
         return Tenant(name, mode, key.client_id, key.client_secret,
                       self.client(key.client_secret))
+
+
+def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    """An RFC 9457 problem response with this status and a non-empty type, title and detail."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body = r.json()
+    assert body["status"] == status
+    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail")), body
+    return dict(body)

@@ -13,19 +13,11 @@ from tests.support import (
     SIGNING_KEY,  # what tests.support.Server configures
     Server,
     Tenant,
+    assert_problem,
 )
 
 # tests.support signs with a 16-byte key; PyJWT warns (in the server thread too) that HS256
 # wants 32 bytes, and pytest turns warnings into errors. Production keys are 64 characters.
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail")), body
-    return body
 
 
 def assert_token(r: httpx.Response, scope: str = "read write") -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support import Server, Tenant
+from tests.support import Server, Tenant, assert_problem
 
 ROUTES_WITH_BODY = [
     ("PUT", "/v1/items/SKU-1"),
@@ -18,15 +17,6 @@ ROUTES_WITH_BODY = [
     ("POST", "/v1/subscriptions"),
     ("PATCH", "/v1/subscriptions/{sub}"),
 ]
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail")), body
-    return dict(body)
 
 
 def change(**over: Any) -> dict[str, Any]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import httpx
-
-from tests.support import Tenant
+from tests.support import Tenant, assert_problem
 
 FULL_ITEM = {
     "title": "Trail Boot",
@@ -37,17 +35,6 @@ EXPECTED_PRICING = [
     ]},
     {"currency": "EUR", "price_breaks": [{"quantity": 1, "price": "0.000001"}]},
 ]
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status
-    assert body["type"]
-    assert body["title"]
-    assert body["detail"]
-    return body
 
 
 def test_put_item_with_every_field_round_trips(tenant: Tenant) -> None:

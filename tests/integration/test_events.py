@@ -6,18 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import httpx
-
-from tests.support import Tenant
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
-    return body
+from tests.support import Tenant, assert_problem
 
 
 def count(t: Tenant, qty: str | int, location: str = "L1", sku: str = "SKU-1") -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import Tenant
+from tests.support import Tenant, assert_problem
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -53,15 +53,6 @@ def availability(t: Tenant, sku: str = "SKU-1") -> dict[tuple[str, str | None], 
     r = t.get(f"/v1/inventory/{sku}")
     assert r.status_code == 200, r.text
     return {(a["type"], a["code"]): a["availability"] for a in r.json()["availability"]}
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
-    return body
 
 
 def test_count_then_adjustments_move_quantities_between_states(seeded: Tenant) -> None:

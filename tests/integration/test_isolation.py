@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, Tenant
+from tests.support import Server, Tenant, assert_problem
 
 # Every /v1 operation, as OpenAPI names it; the route table test below keeps this honest.
 COVERED = {
@@ -22,15 +22,6 @@ COVERED = {
     ("POST", "/v1/subscriptions/{sub_id}/deactivate"),
     ("GET", "/v1/events"),
 }
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
-    return body
 
 
 @pytest.fixture(params=["other-account", "same-account-live-mode"])

@@ -6,18 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
-from tests.support import Server, Tenant
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
-    return body
+from tests.support import Server, Tenant, assert_problem
 
 
 def subscribe(t: Tenant, **body: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -27,7 +26,7 @@ from tests.integration.test_delivery import (
     settled,
     verify,
 )
-from tests.support import Server, Tenant, free_port
+from tests.support import Server, Tenant, assert_problem, free_port
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +39,6 @@ def api(db_url: str) -> Iterator[Server]:
 @pytest.fixture
 def shop(api: Server) -> Tenant:
     return seed(api.tenant())
-
-
-def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = r.json()
-    assert body["status"] == status
-    assert all(isinstance(body[k], str) and body[k] for k in ("type", "title", "detail"))
-    return body
 
 
 def subscribe(t: Tenant, threshold: int = 1) -> dict[str, Any]:
