@@ -180,18 +180,44 @@ def test_every_attempt_is_recorded_with_a_bounded_excerpt(url: str) -> None:
     async def go(db: SqlDatabase) -> None:
         tenant, _, _ = await queued(db, 1)
         [c] = await claim(db, datetime.now(UTC))
-        attempts = [ok(500, "é" * 5000), ok(None, None, "timeout"), ok(204, "")]
+        odd = '{"error": "bad \\"quote\\" \\\\ \u2028 \U0001f600"}\n\t'  # JSON-hostile text
+        attempts = [ok(500, "é" * 5000), ok(None, None, "timeout"), ok(204, ""),
+                    ok(400, odd, 'a "b" \\ c')]
         await db.run(lambda uow: uow.deliveries.add_attempts([(c.pk, a) for a in attempts]))
         row = await db.run(lambda uow: uow.deliveries.get(tenant, c.id))
         assert row is not None
         log = row.attempt_log
-        assert [(a.status_code, a.error) for a in log] == [(500, None), (None, "timeout"),
-                                                           (204, None)]
+        assert [(a.status_code, a.error) for a in log] == [
+            (500, None), (None, "timeout"), (204, None), (400, 'a "b" \\ c')]
+        assert log[3].response_excerpt == attempts[3].response_excerpt  # verbatim
         assert log[0].response_excerpt == "é" * 4096
         assert log[1].response_excerpt is None
         assert log[2].response_excerpt is None
         assert all(abs(a.attempted_at - b.attempted_at) < timedelta(milliseconds=1)
                    and a.duration_ms == 1.5 for a, b in zip(log, attempts, strict=True))
+
+    run(url, go)
+
+
+def test_attempts_and_settlement_commit_or_roll_back_together(url: str) -> None:
+    """The attempts go through the driver as the transaction's first statement: they must
+    still belong to it, so a flush that fails leaves neither attempts nor settlement."""
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, _, _ = await queued(db, 1)
+        [c] = await claim(db, datetime.now(UTC))
+
+        async def failing(uow: UnitOfWork) -> None:
+            await uow.deliveries.add_attempts([(c.pk, ok(200))])  # the first statement
+            await uow.deliveries.settle([(c.pk, DeliveryStatus.SUCCEEDED, 1, None, 200, None,
+                                          c.lease_until)], datetime.now(UTC))
+            raise RuntimeError("the flush fails after both writes")
+
+        with pytest.raises(RuntimeError):
+            await db.run(failing)
+        row = await db.run(lambda uow: uow.deliveries.get(tenant, c.id))
+        assert row is not None
+        assert (row.status, row.attempts, row.attempt_log) == (DeliveryStatus.PENDING, 0, [])
 
     run(url, go)
 

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from stockbell.delivery.formats import native
 from stockbell.delivery.signing import signature_header
+from stockbell.store.types import json_text, json_value
 
 json_values = st.recursive(
     # NaN and infinities are not JSON; both paths store them as null (see native.dumps)
@@ -73,3 +74,17 @@ def test_unpadded_secrets_sign_as_standardwebhooks_reads_them() -> None:
     for secret in (key, "whsec_" + key):
         assert signature_header([secret], "evt_1", at, "{}") == \
             Webhook(secret).sign("evt_1", at, "{}")
+
+
+@given(json_values)
+def test_stored_json_reads_back_as_json_loads_reads_it(value: Any) -> None:
+    for text in (json_text(value), json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert repr(json_value(text)) == repr(json.loads(text))
+        assert repr(json_value(text.encode())) == repr(json.loads(text))
+
+
+def test_stored_json_edge_cases_read_as_json_loads() -> None:
+    for text in ["123456789012345678901234", "-9223372036854775809", "18446744073709551616",
+                 "18446744073709551615", "-0", "1e400", "NaN", '"\\ud800"', '{"a":1,"a":2}',
+                 "[0.1,1e-7,5e-324]", '{"big":[1,123456789012345678901234567890]}']:
+        assert repr(json_value(text)) == repr(json.loads(text)), text

@@ -374,3 +374,22 @@ def test_decimal_round_trip(value: Decimal) -> None:
     micro = to_micro(value)
     assert Decimal(from_micro(micro)) == value
     assert to_micro(str(value)) == micro
+
+
+@given(st.from_regex(r"[0-9]{1,14}", fullmatch=True)
+       | st.from_regex(r"[0-9\u0660-\u0669\u00b2 ]{1,14}", fullmatch=True))
+def test_whole_numbers_parse_exactly_as_decimals_do(text: str) -> None:
+    """to_micro reads plain ASCII digit strings without Decimal (a batch parses a thousand):
+    the answer, or the refusal, is the one the exact decimal path gives."""
+    try:
+        dec = Decimal(text.strip())
+    except ArithmeticError:
+        dec = None
+    if dec is None or abs(dec) > MAX_ABS:
+        with pytest.raises(InvalidInput):
+            to_micro(text)
+    else:
+        assert to_micro(text) == int(dec * SCALE)
+    assert to_micro("999999999999") == 999_999_999_999 * SCALE  # the longest fast one
+    with pytest.raises(InvalidInput):
+        to_micro("1000000000001")

@@ -339,6 +339,23 @@ async def test_sender_caps_the_excerpt_and_reads_retry_after() -> None:
     assert hits == ["/200", "/429", "/503", "/500", "/302"]
 
 
+async def test_sender_sends_no_cookies_and_keeps_nul_out_of_the_excerpt() -> None:
+    cookies: list[str | None] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(status=200, body=b"ok\x00\xffbinary")
+        response.set_cookie("session", "abc")
+        return response
+
+    async with listener(answer) as (port, _), sender(LOOPBACK) as s:
+        first, _ = await s.post(f"http://127.0.0.1:{port}/a", {}, "{}")
+        await s.post(f"http://127.0.0.1:{port}/a", {}, "{}")
+    assert cookies == [None, None]  # the receiver's cookie is not sent back
+    # PostgreSQL text cannot hold NUL: the attempt must stay recordable
+    assert first.response_excerpt == "ok\ufffd\ufffdbinary"
+
+
 @pytest.mark.parametrize("address", [
     "::10.0.0.1",          # IPv4-compatible (deprecated) loopback/private
     "64:ff9b:1::a00:1",    # local-use NAT64

@@ -58,6 +58,9 @@ class Sender:
                                               sock_read=self.timeouts.read),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=False,
+                # A webhook never carries cookies: one receiver's Set-Cookie must not travel
+                # to the next request (and a jar costs a lookup per request).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -100,7 +103,9 @@ class Sender:
                                         allow_redirects=False) as resp:
                     status = resp.status
                     raw = await resp.content.read(EXCERPT)
-                    excerpt = raw.decode("utf-8", "replace")
+                    # PostgreSQL text holds no NUL: a receiver's binary answer must not make
+                    # its attempt unrecordable (and the delivery re-sent for ever).
+                    excerpt = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
                     if status in (429, 503):
                         retry_after = _retry_after(resp.headers.get("Retry-After"), utcnow())
             except TimeoutError:

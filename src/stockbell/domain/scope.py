@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -17,11 +17,12 @@ class ScopeKind(StrEnum):
 class Scope:
     kind: ScopeKind
     ref: int | None = None  # internal id of the location or market
+    # A compact, ordered key stored next to availability and subscription rows. Computed once:
+    # a batch reads it for every availability move.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """A compact, ordered key stored next to availability and subscription rows."""
-        return _key(self.kind, self.ref)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _key(self.kind, self.ref))
 
     @staticmethod
     def from_key(key: str) -> Scope:

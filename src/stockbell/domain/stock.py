@@ -38,9 +38,14 @@ AVAILABLE = StockState.IN_STOCK
 
 StockKey = tuple[int, int, str]  # (item_id, location_id, state)
 AvailabilityKey = tuple[int, str]  # (item_id, scope key)
+_NO_MARKETS: frozenset[int] = frozenset()
+
+# Changes, moves and outcomes are values that nothing mutates once built. They are not frozen
+# dataclasses only because a batch builds thousands of them and a frozen one costs three times
+# as much to build (each field is set through object.__setattr__).
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Count:
     """A physical count: the quantity in `state` at the location is now `quantity`."""
 
@@ -51,7 +56,7 @@ class Count:
     occurred_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Adjustment:
     """`quantity` units moved from one state to another (NONE = in from / out to the world)."""
 
@@ -66,7 +71,7 @@ class Adjustment:
 Change = Count | Adjustment
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AvailabilityMove:
     item_id: int
     scope: Scope
@@ -78,7 +83,7 @@ class AvailabilityMove:
         return self.after > self.before
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What one change did: whether it applied, the resulting counts, the availability moves."""
 
@@ -103,16 +108,16 @@ class StockLedger:
         return self._adjust(change)
 
     def _count(self, c: Count) -> Outcome:
-        key = (c.item_id, c.location_id, c.state.value)
+        state = c.state
+        key = (c.item_id, c.location_id, state.value)
+        old = self.quantities.get(key, 0)
         newest = self.counted_at.get(key)
         # Out-of-order feeds must not resurrect old quantities; equal times: arrival order wins.
         if newest is not None and c.occurred_at < newest:
-            return Outcome(c, False, ((c.state, self.quantities.get(key, 0)),), ())
-        delta = c.quantity - self.quantities.get(key, 0)
+            return Outcome(c, False, ((state, old),), ())
         self.counted_at[key] = c.occurred_at
-        moves = self._move(c.item_id, c.location_id, c.state, delta)
-        self.dirty_stock.add(key)
-        return Outcome(c, True, ((c.state, self.quantities[key]),), moves)
+        moves = self._shift(key, state, c.quantity - old)
+        return Outcome(c, True, ((state, c.quantity),), moves)
 
     def _adjust(self, a: Adjustment) -> Outcome:
         moves: list[AvailabilityMove] = []
@@ -120,24 +125,27 @@ class StockLedger:
         for state, delta in ((a.from_state, -a.quantity), (a.to_state, a.quantity)):
             if state is StockState.NONE:
                 continue
-            moves.extend(self._move(a.item_id, a.location_id, state, delta))
-            counts.append((state, self.quantities[(a.item_id, a.location_id, state.value)]))
+            key = (a.item_id, a.location_id, state.value)
+            moves.extend(self._shift(key, state, delta))
+            counts.append((state, self.quantities[key]))
         return Outcome(a, True, tuple(counts), tuple(moves))
 
-    def _move(
-        self, item_id: int, location_id: int, state: StockState, delta: int
-    ) -> tuple[AvailabilityMove, ...]:
-        key = (item_id, location_id, state.value)
+    def _shift(self, key: StockKey, state: StockState, delta: int
+               ) -> tuple[AvailabilityMove, ...]:
+        """Move `delta` units into the stock row `key` (item, location, state); available stock
+        moves the availability of every scope holding the location with it."""
         self.quantities[key] = self.quantities.get(key, 0) + delta
         self.dirty_stock.add(key)
         if state is not AVAILABLE or delta == 0:
             return ()
+        item_id, location_id = key[0], key[1]
+        availability = self.availability
         moves = []
-        for scope in scopes_of_location(location_id, self.markets_of.get(location_id, frozenset())):
+        for scope in scopes_of_location(location_id,
+                                        self.markets_of.get(location_id, _NO_MARKETS)):
             akey = (item_id, scope.key)
-            before = self.availability.get(akey, 0)
-            after = before + delta
-            self.availability[akey] = after
+            before = availability.get(akey, 0)
+            availability[akey] = before + delta
             self.dirty_availability.add(akey)
-            moves.append(AvailabilityMove(item_id, scope, before, after))
+            moves.append(AvailabilityMove(item_id, scope, before, before + delta))
         return tuple(moves)

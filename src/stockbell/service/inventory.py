@@ -51,9 +51,10 @@ MAX_BATCH = 1000
 MAX_FUTURE = timedelta(minutes=5)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangeInput:
-    """A change as a client names it (codes, decimal strings), before resolution."""
+    """A change as a client names it (codes, decimal strings), before resolution. Not frozen:
+    a batch builds a thousand, and a frozen dataclass costs three times as much to build."""
 
     type: str
     sku_code: str
@@ -65,15 +66,20 @@ class ChangeInput:
     occurred_at: datetime | None = None
 
 
-def _state(value: str | None, field: str, default: StockState | None = None) -> StockState:
+_STATES: dict[str, StockState] = {s.value: s for s in StockState}
+
+
+def _state(value: str | None, where: str, name: str,
+           default: StockState | None = None) -> StockState:
     if value is None:
         if default is None:
-            raise InvalidInput(f"{field} is required", field=field)
+            raise InvalidInput(f"{where}/{name} is required", field=f"{where}/{name}")
         return default
-    try:
-        return StockState(value)
-    except ValueError:
-        raise InvalidInput(f"{field} {value!r} is not a known state", field=field) from None
+    state = _STATES.get(value)
+    if state is None:
+        raise InvalidInput(f"{where}/{name} {value!r} is not a known state",
+                           field=f"{where}/{name}")
+    return state
 
 
 def _request_hash(changes: list[ChangeInput]) -> str:
@@ -88,6 +94,7 @@ def _resolve(
     now: datetime,
 ) -> list[Change]:
     out: list[Change] = []
+    horizon = now + MAX_FUTURE
     for i, c in enumerate(inputs):
         where = f"changes/{i}"
         item = items.get(c.sku_code)
@@ -100,12 +107,12 @@ def _resolve(
             )
         qty = to_micro(c.quantity, field=f"{where}/quantity")
         when = as_utc(c.occurred_at) if c.occurred_at else now
-        if when > now + MAX_FUTURE:
+        if when > horizon:
             raise InvalidInput(
                 f"{where}: occurred_at is in the future", field=f"{where}/occurred_at"
             )
         if c.type == "count":
-            state = _state(c.state, f"{where}/state", AVAILABLE)
+            state = _state(c.state, where, "state", AVAILABLE)
             if state is StockState.NONE:
                 raise InvalidInput(f"{where}: NONE cannot be counted", field=f"{where}/state")
             if qty < 0:
@@ -114,8 +121,8 @@ def _resolve(
                 )
             out.append(Count(item.id, loc.id, state, qty, when))
         elif c.type == "adjustment":
-            src = _state(c.from_state, f"{where}/from_state")
-            dst = _state(c.to_state, f"{where}/to_state")
+            src = _state(c.from_state, where, "from_state")
+            dst = _state(c.to_state, where, "to_state")
             if src is dst:
                 raise InvalidInput(
                     f"{where}: from_state and to_state must differ", field=f"{where}/to_state"
@@ -136,18 +143,19 @@ def _keys(
     changes: list[Change], markets_of: dict[int, frozenset[int]]
 ) -> tuple[set[StockKey], set[AvailabilityKey]]:
     stock: set[StockKey] = set()
-    avail: set[AvailabilityKey] = set()
     for c in changes:
-        states = [c.state] if isinstance(c, Count) else [c.from_state, c.to_state]
-        for s in states:
-            if s is StockState.NONE:
-                continue
-            stock.add((c.item_id, c.location_id, s.value))
-            if s is AVAILABLE:
-                for scope in scopes_of_location(
-                    c.location_id, markets_of.get(c.location_id, frozenset())
-                ):
-                    avail.add((c.item_id, scope.key))
+        if isinstance(c, Count):
+            stock.add((c.item_id, c.location_id, c.state.value))
+            continue
+        for s in (c.from_state, c.to_state):
+            if s is not StockState.NONE:
+                stock.add((c.item_id, c.location_id, s.value))
+    avail: set[AvailabilityKey] = set()
+    for item_id, location_id, state in stock:
+        if state == AVAILABLE.value:
+            for scope in scopes_of_location(location_id,
+                                            markets_of.get(location_id, frozenset())):
+                avail.add((item_id, scope.key))
     return stock, avail
 
 
@@ -262,7 +270,9 @@ async def apply_grouped(
 
     # Pass 1: apply every change in memory, remembering each upward move in order.
     plan: list[Event | AvailabilityMove | int] = []
+    rises: list[AvailabilityMove] = []
     outcomes: list[list[Outcome]] = []
+    calculated_at = iso(now)
     for n, group in enumerate(resolved):
         plan.append(n)  # marks where request n's events start
         mine: list[Outcome] = []
@@ -271,48 +281,68 @@ async def apply_grouped(
             mine.append(outcome)
             if not outcome.applied:
                 continue
-            item = item_by_id[change.item_id]
-            plan.append(_count_event(outcome, item, loc_by_id[change.location_id], now))
-            plan.extend(m for m in outcome.moves if threshold_window(m.before, m.after))
+            plan.append(_count_event(outcome, item_by_id[change.item_id],
+                                     loc_by_id[change.location_id], calculated_at))
+            for m in outcome.moves:
+                if threshold_window(m.before, m.after):
+                    plan.append(m)
+                    rises.append(m)
         outcomes.append(mine)
 
     # Pass 2: one range query for every (item, scope) that rose, over the union of its
     # windows; then the rule decides per move, in order, exactly as if asked move by move.
     firing = _Firing(now)
-    decided = await _decide(uow, plan, firing)
+    decided = await _decide(uow, plan, rises, firing)
 
-    await uow.stock.save(ledger, now)
-    await uow.stock.record(tenant, [o for mine in outcomes for o in mine], now)
-    if firing.statuses:
-        await uow.subscriptions.set_statuses(firing.statuses, now)
-    notifications = await _persist(uow, tenant, decided, item_by_id, loc_by_id, now)
+    async def write() -> dict[int, int]:
+        await uow.stock.save(ledger, now)
+        await uow.stock.record(tenant, [o for mine in outcomes for o in mine], now)
+        if firing.statuses:
+            await uow.subscriptions.set_statuses(firing.statuses, now)
+        return await _persist(uow, tenant, decided, item_by_id, loc_by_id, now)
+
+    # The writes go to the database (SQLite works in its own thread, PostgreSQL in its own
+    # process) while the answers are rendered here; only `write` uses the connection.
+    writing = asyncio.ensure_future(write())
+    try:
+        views: list[list[dict[str, Any]]] = []
+        for mine in outcomes:
+            views.append([])
+            for k, o in enumerate(mine):
+                if k % 250 == 249:
+                    await asyncio.sleep(0)  # let the writes take their next step
+                views[-1].append(_outcome_view(o, item_by_id, loc_by_id))
+    finally:
+        notifications = await writing
 
     for n, mine in enumerate(outcomes):
         if isinstance(results[n], StockbellError):
             continue
+        applied = sum(o.applied for o in mine)
         results[n] = {
-            "changes": [_outcome_view(o, item_by_id, loc_by_id) for o in mine],
-            "applied": sum(o.applied for o in mine),
-            "ignored": sum(not o.applied for o in mine),
+            "changes": views[n],
+            "applied": applied,
+            "ignored": len(mine) - applied,
             "notifications": notifications.get(n, 0),
         }
     return results
 
 
 async def _decide(uow: UnitOfWork, plan: list[Event | AvailabilityMove | int],
-                  firing: _Firing) -> list[Event | _Fired | int]:
+                  rises: list[AvailabilityMove], firing: _Firing) -> list[Event | _Fired | int]:
     windows: dict[AvailabilityKey, tuple[int, int]] = {}
-    for step in plan:
-        if isinstance(step, AvailabilityMove):
-            key = (step.item_id, step.scope.key)
-            low, high = windows.get(key, (step.before, step.after))
-            windows[key] = (min(low, step.before), max(high, step.after))
-    if not windows:
-        return [step for step in plan if not isinstance(step, AvailabilityMove)]
+    for move in rises:
+        key = (move.item_id, move.scope.key)
+        window = windows.get(key)
+        windows[key] = ((move.before, move.after) if window is None
+                        else (min(window[0], move.before), max(window[1], move.after)))
     by_key: dict[AvailabilityKey, list[Candidate]] = {}
-    for cand in await uow.subscriptions.candidates(
-            [(i, k, low, high) for (i, k), (low, high) in windows.items()]):
-        by_key.setdefault((cand.item_id, cand.scope_key), []).append(cand)
+    if windows:
+        for cand in await uow.subscriptions.candidates(
+                [(i, k, low, high) for (i, k), (low, high) in windows.items()]):
+            by_key.setdefault((cand.item_id, cand.scope_key), []).append(cand)
+    if not by_key:  # nothing waits in any window: no move can fire anything
+        return [step for step in plan if not isinstance(step, AvailabilityMove)]
     out: list[Event | _Fired | int] = []
     for step in plan:
         if not isinstance(step, AvailabilityMove):
@@ -414,9 +444,9 @@ def _fired_event(fired: _Fired, sub: Subscription, sku_code: str,
     return Event(fired.kind, now, data, item_id=move.item_id)
 
 
-def _count_event(outcome: Outcome, item: Item, loc: Location, now: datetime) -> Event:
+def _count_event(outcome: Outcome, item: Item, loc: Location, calculated_at: str | None
+                 ) -> Event:
     change = outcome.change
-    calculated_at = iso(now)
     return Event(
         ev.INVENTORY_COUNT_UPDATED,
         change.occurred_at,

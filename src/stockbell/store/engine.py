@@ -8,16 +8,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from stockbell.store.types import json_text
+from stockbell.store.types import json_text, json_value
 
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-# JSON columns (event payloads above all) are encoded with orjson where it can (json_text).
-# Decoding stays with the standard library: orjson reads integers beyond 64 bits as floats.
-_JSON = {"json_serializer": json_text}
+# JSON columns (event payloads above all) are written and read with orjson where it gives
+# exactly what the standard library gives (json_text, json_value).
+_JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> AsyncEngine:

@@ -45,6 +45,22 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's value, exactly as `json.loads` reads it, at orjson's speed where that
+    is provably the same (every delivery reads its event's payload: ~3x faster). orjson reads
+    a few things differently (an integer beyond 64 bits as a float, `-0` as 0) and refuses
+    others (NaN, lone surrogates, 1e400); in every such case writing its value back does not
+    give the very text read, so the round trip below sends them to the standard library."""
+    raw = text.encode() if isinstance(text, str) else text
+    try:
+        value = orjson.loads(raw)
+        if orjson.dumps(value) == raw:
+            return value
+    except orjson.JSONDecodeError:
+        pass
+    return json.loads(text)
+
+
 def to_micros(value: datetime | None) -> int | None:
     """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if value is None:

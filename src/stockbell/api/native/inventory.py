@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
@@ -19,6 +20,15 @@ from stockbell.service.inventory import ChangeInput
 router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERROR_RESPONSES)
 
 
+class BatchResponse(JSONResponse):
+    """A batch's answer holds an outcome per change (about 170 kB for 1,000): orjson renders
+    it ten times faster than the standard library, to the same bytes (compact, UTF-8; the
+    answer holds only strings, integers, booleans and null)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 @router.post("/inventory/changes", response_model=ChangesOutModel,
              summary="Apply a batch of physical counts and adjustments atomically")
 async def post_changes(
@@ -29,23 +39,21 @@ async def post_changes(
     of the same (item, location, state) is recorded but moves no stock. Repeating an
     idempotency key (body field or `Idempotency-Key` header) replays the first answer."""
     inputs = [
-        ChangeInput(
-            type=c.type, sku_code=c.sku_code, location=c.location, quantity=str(c.quantity),
-            state=c.state.value if isinstance(c, CountIn) else None,
-            from_state=None if isinstance(c, CountIn) else c.from_state.value,
-            to_state=None if isinstance(c, CountIn) else c.to_state.value,
-            occurred_at=c.occurred_at,
-        )
+        ChangeInput(c.type, c.sku_code, c.location, str(c.quantity), c.state.value,
+                    occurred_at=c.occurred_at) if isinstance(c, CountIn) else
+        ChangeInput(c.type, c.sku_code, c.location, str(c.quantity),
+                    from_state=c.from_state.value, to_state=c.to_state.value,
+                    occurred_at=c.occurred_at)
         for c in body.changes
     ]
     key = body.idempotency_key or idempotency_key
     state = app_state(request)
     if key is None:
         # Shares a transaction with concurrent requests; answers only after its commit.
-        return JSONResponse(await state.changes.submit(tenant, inputs))
+        return BatchResponse(await state.changes.submit(tenant, inputs))
     status, result = await state.db.run(
         lambda uow: inventory.apply_changes(uow, tenant, inputs, key))
-    return JSONResponse(result, status_code=status)
+    return BatchResponse(result, status_code=status)
 
 
 @router.get("/inventory/{sku_code}", response_model=InventoryOut,

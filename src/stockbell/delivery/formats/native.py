@@ -4,17 +4,20 @@ occurred_at and per-item sequence, so receivers can de-duplicate and drop stale 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from stockbell.domain.events import Event
 from stockbell.domain.webhooks import Endpoint
+from stockbell.service.views import iso
 
 
-def _iso(event: Event) -> str:
-    assert event.created_at is not None
-    return event.created_at.isoformat().replace("+00:00", "Z")
+def _iso(when: datetime | None) -> str:
+    text = iso(when)  # memoised: a fan-out's events share their instants
+    assert text is not None
+    return text
 
 
 def dumps(value: Any) -> str:
@@ -38,8 +41,8 @@ def render(event: Event, endpoint: Endpoint) -> tuple[dict[str, str], str]:
     body = {
         "id": event.id,
         "type": event.type,
-        "timestamp": _iso(event),
-        "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        "timestamp": _iso(event.created_at),
+        "occurred_at": _iso(event.occurred_at),
         "sequence": event.sequence,
         "data": event.data,
     }

@@ -15,34 +15,69 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stockbell.store.types import json_text
+
+
+async def driver(conn: AsyncConnection) -> Any:
+    """The driver's own connection under `conn` (asyncpg's or aiosqlite's), inside the unit
+    of work's transaction: statements sent on it skip SQLAlchemy's per-statement and per-row
+    work. SQLAlchemy's asyncpg adapter sends BEGIN only with its own first statement, so a
+    driver statement that came first would run (and commit, and drop its locks) on its own:
+    here the transaction is begun first. (SQLite's begins with the unit of work.)"""
+    raw: Any = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name == "postgresql" and not raw.is_in_transaction():
+        await conn.exec_driver_sql("SELECT 1")
+    return raw
+
 
 async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
                       rows: Sequence[tuple[Any, ...]]) -> None:
     if not rows:
         return
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
+    raw: Any = await driver(conn)
     if conn.dialect.name == "postgresql":
-        await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+        await raw.copy_records_to_table(table, records=rows, columns=list(columns))
         return
     marks = ", ".join("?" * len(columns))
-    await driver.executemany(
+    await raw.executemany(
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
 async def upsert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
-                      key: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows, or on a conflict over `key` overwrite the other columns (the same SQL on
-    both databases, one executemany)."""
+                      key: Sequence[str], rows: Sequence[tuple[Any, ...]],
+                      pg_types: Sequence[str]) -> None:
+    """Insert rows, or on a conflict over `key` overwrite the other columns. The keys of
+    `rows` must be distinct. PostgreSQL gets one statement over arrays of each column (`pg_types`
+    names their element types): one execution instead of one per row. SQLite gets one
+    executemany, which runs the prepared statement per row inside the driver."""
     if not rows:
         return
-    driver: Any = (await conn.get_raw_connection()).driver_connection
-    postgres = conn.dialect.name == "postgresql"
-    marks = [f"${i}" if postgres else "?" for i in range(1, len(columns) + 1)]
+    raw: Any = await driver(conn)
     sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
-           f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
-    await driver.executemany(sql, rows)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, 1))
+        await raw.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
+                          f"SELECT * FROM unnest({arrays}) {conflict}",
+                          *(list(col) for col in zip(*rows, strict=True)))
+        return
+    marks = ", ".join("?" * len(columns))
+    await raw.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}", rows)
+
+
+async def fetch_rows(conn: AsyncConnection, postgres_sql: str, sqlite_sql: str,
+                     params: Sequence[Any],
+                     sqlite_params: Sequence[Any] | None = None) -> Sequence[Sequence[Any]]:
+    """The rows of one query, sent through the driver in the caller's transaction. Array
+    parameters are lists: PostgreSQL takes them as arrays (`$n::bigint[]`), SQLite as JSON text
+    for `json_each(?n)` (`sqlite_params`, when given, are SQLite's instead of `params`)."""
+    raw: Any = await driver(conn)
+    if conn.dialect.name == "postgresql":
+        return list(await raw.fetch(postgres_sql, *params))
+    return list(await raw.execute_fetchall(
+        sqlite_sql, [json_text(p) if isinstance(p, list) else p
+                     for p in (params if sqlite_params is None else sqlite_params)]))
 
 
 def _pk_filter(dialect: str, n: int) -> str:
@@ -61,12 +96,12 @@ async def select_by_pks(conn: AsyncConnection, table: str, columns: Sequence[str
     """Rows of `table` by primary key, as plain tuples in storage form."""
     if not pks:
         return []
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+    raw: Any = await driver(conn)
     dialect = conn.dialect.name
     sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {_pk_filter(dialect, 1)}"
     if dialect == "postgresql":
-        return [tuple(r) for r in await driver.fetch(sql, _pk_param(dialect, pks))]
-    cursor = await driver.execute(sql, (_pk_param(dialect, pks),))
+        return [tuple(r) for r in await raw.fetch(sql, _pk_param(dialect, pks))]
+    cursor = await raw.execute(sql, (_pk_param(dialect, pks),))
     try:
         return list(await cursor.fetchall())
     finally:
@@ -79,7 +114,7 @@ async def update_by_pks(conn: AsyncConnection, table: str, values: dict[str, Any
     values in storage form."""
     if not pks:
         return
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+    raw: Any = await driver(conn)
     dialect = conn.dialect.name
     params = [*values.values(), *increments.values()]
     if dialect == "postgresql":
@@ -91,7 +126,7 @@ async def update_by_pks(conn: AsyncConnection, table: str, values: dict[str, Any
     sql = (f"UPDATE {table} SET {', '.join(sets)} "
            f"WHERE {_pk_filter(dialect, len(params) + 1)}")
     if dialect == "postgresql":
-        await driver.execute(sql, *params, _pk_param(dialect, pks))
+        await raw.execute(sql, *params, _pk_param(dialect, pks))
         return
-    cursor = await driver.execute(sql, (*params, _pk_param(dialect, pks)))
+    cursor = await raw.execute(sql, (*params, _pk_param(dialect, pks)))
     await cursor.close()

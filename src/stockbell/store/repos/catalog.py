@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.catalog import Item, Location, Market
 from stockbell.service.pagination import PageRequest
+from stockbell.store.repos.bulk import fetch_rows
 from stockbell.store.repos.util import insert_for
 from stockbell.store.tables import items, locations, market_locations, markets
+from stockbell.store.types import from_micros
 
 _ITEM_FIELDS = (
     "title", "variant_title", "upc", "product_id", "variant_id", "size", "width",
@@ -30,6 +33,56 @@ def _item(m: Any) -> Item:
         sku_code=m["sku_code"], id=m["id"], public_id=m["public_id"],
         **{f: m[f] for f in _ITEM_FIELDS},
         created_at=m["created_at"], updated_at=m["updated_at"],
+    )
+
+
+_ITEM_COLUMNS = ("id, public_id, sku_code, title, variant_title, upc, product_id, variant_id, "
+                 "size, width, part_number, generic_part_number, pricing, attributes, "
+                 "created_at, updated_at")
+_ITEMS_BY_SKU_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
+                    "AND sku_code = ANY($3::text[])")
+_ITEMS_BY_SKU_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
+                        "AND mode = ?2 AND sku_code IN (SELECT value FROM json_each(?3))")
+_LOCATIONS_BY_CODE_PG = ("SELECT id, code, name, created_at, updated_at FROM locations "
+                         "WHERE account_id = $1 AND mode = $2 AND code = ANY($3::text[])")
+_LOCATIONS_BY_CODE_SQLITE = ("SELECT id, code, name, created_at, updated_at FROM locations "
+                             "WHERE account_id = ?1 AND mode = ?2 "
+                             "AND code IN (SELECT value FROM json_each(?3))")
+_MARKETS_OF_PG = ("SELECT location_id, market_id FROM market_locations "
+                  "WHERE location_id = ANY($1::bigint[])")
+_MARKETS_OF_SQLITE = ("SELECT location_id, market_id FROM market_locations "
+                      "WHERE location_id IN (SELECT value FROM json_each(?1))")
+_LOCK_ITEMS_PG = "SELECT id FROM items WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+_BUMP_SEQUENCES_PG = (
+    "UPDATE items SET sequence = items.sequence + b.n "
+    "FROM unnest($1::bigint[], $2::bigint[]) AS b(id, n) WHERE items.id = b.id "
+    "RETURNING items.id, items.sequence")
+# One array of [id, n] pairs: the rows of json_each drive a primary-key lookup each.
+_BUMP_SEQUENCES_SQLITE = (
+    "UPDATE items SET sequence = items.sequence + json_extract(b.value, '$[1]') "
+    "FROM json_each(?1) AS b WHERE items.id = json_extract(b.value, '$[0]') "
+    "RETURNING items.id, items.sequence")
+
+
+def _json(text: Any) -> Any:
+    """A JSON column read through the driver: text on SQLite (most items carry no pricing or
+    attributes), already decoded on PostgreSQL (SQLAlchemy sets asyncpg's JSON codec)."""
+    if not isinstance(text, str):
+        return text
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def _stored_item(r: Sequence[Any]) -> Item:
+    """An item from a driver row of _ITEM_COLUMNS (storage form: JSON text, micros)."""
+    return Item(
+        sku_code=r[2], id=r[0], public_id=r[1], title=r[3], variant_title=r[4], upc=r[5],
+        product_id=r[6], variant_id=r[7], size=r[8], width=r[9], part_number=r[10],
+        generic_part_number=r[11], pricing=_json(r[12]), attributes=_json(r[13]),
+        created_at=from_micros(r[14]), updated_at=from_micros(r[15]),
     )
 
 
@@ -62,13 +115,13 @@ class SqlCatalog:
         return _item(row._mapping) if row else None
 
     async def items_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]) -> dict[str, Item]:
+        """Read through the driver: every inventory batch resolves up to 1,000 SKUs."""
         codes = list(sku_codes)
         if not codes:
             return {}
-        res = await self.conn.execute(
-            sa.select(items).where(_scoped(items, tenant), items.c.sku_code.in_(codes))
-        )
-        return {r.sku_code: _item(r._mapping) for r in res}
+        rows = await fetch_rows(self.conn, _ITEMS_BY_SKU_PG, _ITEMS_BY_SKU_SQLITE,
+                                [tenant.account_id, tenant.mode.value, codes])
+        return {r[2]: _stored_item(r) for r in rows}
 
     async def list_items(self, tenant: Tenant, filters: dict[str, str],
                          page: PageRequest) -> list[tuple[int, Item]]:
@@ -97,10 +150,10 @@ class SqlCatalog:
         wanted = list(codes)
         if not wanted:
             return {}
-        res = await self.conn.execute(
-            sa.select(locations).where(_scoped(locations, tenant), locations.c.code.in_(wanted))
-        )
-        return {r.code: _location(r._mapping) for r in res}
+        rows = await fetch_rows(self.conn, _LOCATIONS_BY_CODE_PG, _LOCATIONS_BY_CODE_SQLITE,
+                                [tenant.account_id, tenant.mode.value, wanted])
+        return {code: Location(code, loc_id, name, from_micros(created), from_micros(updated))
+                for loc_id, code, name, created, updated in rows}
 
     async def list_locations(self, tenant: Tenant,
                              page: PageRequest) -> list[tuple[int, Location]]:
@@ -168,12 +221,9 @@ class SqlCatalog:
         ids = list(location_ids)
         if not ids:
             return {}
-        res = await self.conn.execute(
-            sa.select(market_locations.c.location_id, market_locations.c.market_id)
-            .where(market_locations.c.location_id.in_(ids))
-        )
         out: dict[int, set[int]] = {}
-        for loc_id, market_id in res:
+        for loc_id, market_id in await fetch_rows(self.conn, _MARKETS_OF_PG, _MARKETS_OF_SQLITE,
+                                                  [ids]):
             out.setdefault(loc_id, set()).add(market_id)
         return {k: frozenset(v) for k, v in out.items()}
 
@@ -194,29 +244,20 @@ class SqlCatalog:
         return out
 
     async def lock_items(self, item_ids: Sequence[int]) -> None:
-        """Serialise writers per item on PostgreSQL (SQLite has one writer already)."""
+        """Serialise writers per item on PostgreSQL (SQLite has one writer already), taking
+        the row locks in id order."""
         if self.conn.dialect.name != "postgresql" or not item_ids:
             return
-        await self.conn.execute(
-            sa.select(items.c.id).where(items.c.id.in_(list(item_ids)))
-            .order_by(items.c.id).with_for_update()
-        )
+        await fetch_rows(self.conn, _LOCK_ITEMS_PG, "", [sorted(item_ids)])
 
     async def bump_sequences(self, counts: dict[int, int]) -> dict[int, int]:
         """Advance each item's event sequence by its count; returns the new last values.
-        One executemany and one read, whatever the number of items (the items are locked
-        by the caller on PostgreSQL, and SQLite has one writer)."""
+        One statement, whatever the number of items (the items are locked by the caller on
+        PostgreSQL, and SQLite has one writer)."""
         if not counts:
             return {}
-        await self.conn.execute(
-            sa.update(items).where(items.c.id == sa.bindparam("b_id"))
-            .values(sequence=items.c.sequence + sa.bindparam("b_n")),
-            [{"b_id": i, "b_n": n} for i, n in sorted(counts.items())],
-        )
         ids = sorted(counts)
-        out: dict[int, int] = {}
-        for i in range(0, len(ids), 5000):
-            res = await self.conn.execute(
-                sa.select(items.c.id, items.c.sequence).where(items.c.id.in_(ids[i:i + 5000])))
-            out.update({int(r[0]): int(r[1]) for r in res})
-        return out
+        rows = await fetch_rows(self.conn, _BUMP_SEQUENCES_PG, _BUMP_SEQUENCES_SQLITE,
+                                [ids, [counts[i] for i in ids]],
+                                [[[i, counts[i]] for i in ids]])
+        return {int(item_id): int(sequence) for item_id, sequence in rows}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,7 +21,7 @@ from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoin
 from stockbell.service.ids import new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
-from stockbell.store.repos.bulk import insert_rows
+from stockbell.store.repos.bulk import driver, insert_rows
 from stockbell.store.repos.webhooks import endpoint_of
 from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
@@ -94,12 +95,13 @@ RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.
 """
 
 # Results are written a batch at a time: on PostgreSQL one statement per batch, the rows
-# passed as arrays (no per-row statement or bind processing); on SQLite one executemany.
+# passed as one JSON parameter (written by orjson in one call; asyncpg would inspect every
+# element of every array parameter); on SQLite one executemany.
 _PG_ADD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::int[], $5::text[],
-                     $6::text[])
+SELECT p, t, d, c, e, x
+FROM json_to_recordset($1::json) AS a(p bigint, t bigint, d float8, c int, e text, x text)
 """
 _SQLITE_ADD_ATTEMPT = """
 INSERT INTO delivery_attempts
@@ -109,11 +111,11 @@ VALUES (?, ?, ?, ?, ?, ?)
 # A result sent under a lease (u.lease) lands only while that lease is still the row's.
 _PG_SETTLE = """
 UPDATE deliveries AS d
-SET status = u.status, attempts = u.attempts, next_attempt_at = u.next_attempt_at,
-    last_status_code = u.code, last_error = u.error, lease_until = NULL, updated_at = $8
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[],
-            $7::bigint[]) AS u(pk, status, attempts, next_attempt_at, code, error, lease)
-WHERE d.pk = u.pk AND (u.lease IS NULL OR d.lease_until = u.lease)
+SET status = u.s, attempts = u.n, next_attempt_at = u.t, last_status_code = u.c,
+    last_error = u.e, lease_until = NULL, updated_at = $2
+FROM json_to_recordset($1::json) AS u(p bigint, s text, n int, t bigint, c int, e text,
+                                      l bigint)
+WHERE d.pk = u.p AND (u.l IS NULL OR d.lease_until = u.l)
 """
 _SQLITE_CHUNK = 10_000  # bound parameters per statement (SQLite allows 32,766)
 _SQLITE_SETTLE = """
@@ -124,9 +126,10 @@ WHERE pk = ? AND (? IS NULL OR lease_until = ?)
 """
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
-    """Row tuples as one list per column (PostgreSQL arrays for `unnest`)."""
-    return tuple(list(c) for c in zip(*rows, strict=True)) if rows else ([],) * width
+def _records(keys: str, rows: Sequence[tuple[Any, ...]]) -> str:
+    """Row tuples as the JSON text `json_to_recordset` reads: one object per row, keyed by
+    the one-letter column names in `keys`."""
+    return orjson.dumps([dict(zip(keys, row, strict=True)) for row in rows]).decode()
 
 
 def _first(row: Sequence[Any]) -> Any:
@@ -207,9 +210,8 @@ class SqlDeliveries:
         reads and then leases. Each endpoint is loaded once per claim, not once per row."""
         rows: list[Any]
         if self.conn.dialect.name == "postgresql":
-            leased = await self.conn.exec_driver_sql(
-                _PG_CLAIM, (to_micros(now), to_micros(lease_until), limit))
-            rows = list(leased.all())
+            rows = await (await driver(self.conn)).fetch(
+                _PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             due = await self.conn.execute(
                 sa.select(*_CLAIMED).where(d.c.pk.in_(_due(now, limit).scalar_subquery()),
@@ -245,7 +247,7 @@ class SqlDeliveries:
         values = [(pk, to_micros(a.attempted_at), a.duration_ms, a.status_code, a.error,
                    (a.response_excerpt or "")[:EXCERPT_BYTES] or None) for pk, a in rows]
         if self.conn.dialect.name == "postgresql":
-            await self.conn.exec_driver_sql(_PG_ADD_ATTEMPTS, _columns(values, 6))
+            await (await driver(self.conn)).execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
         else:
             await self.conn.exec_driver_sql(_SQLITE_ADD_ATTEMPT, values)
 
@@ -259,7 +261,7 @@ class SqlDeliveries:
         if self.conn.dialect.name == "postgresql":
             values = [(pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
                       for pk, st, n, nxt, code, err, lease in updates]
-            await self.conn.exec_driver_sql(_PG_SETTLE, (*_columns(values, 7), at))
+            await (await driver(self.conn)).execute(_PG_SETTLE, _records("psntcel", values), at)
         else:
             rows = []
             for pk, st, n, nxt, code, err, lease in updates:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,22 +17,43 @@ from stockbell.domain.stock import (
     StockKey,
     StockLedger,
 )
-from stockbell.store.repos.bulk import insert_rows, upsert_rows
+from stockbell.store.repos.bulk import fetch_rows, insert_rows, upsert_rows
 from stockbell.store.tables import availability, market_locations, stock
-from stockbell.store.types import to_micros
-
-_CHUNK = 500
-T = TypeVar("T")
-
-
-def _chunks(values: list[T]) -> Iterable[list[T]]:
-    for i in range(0, len(values), _CHUNK):
-        yield values[i : i + _CHUNK]
-
+from stockbell.store.types import from_micros, to_micros
 
 _STOCK = ("item_id", "location_id", "state", "quantity", "counted_at", "updated_at")
+_LOAD_STOCK_PG = (
+    "SELECT item_id, location_id, state, quantity, counted_at FROM stock "
+    "WHERE item_id = ANY($1::bigint[]) AND location_id = ANY($2::bigint[]) "
+    "AND state = ANY($3::text[])")
+_LOAD_STOCK_SQLITE = (
+    "SELECT item_id, location_id, state, quantity, counted_at FROM stock "
+    "WHERE item_id IN (SELECT value FROM json_each(?1)) "
+    "AND location_id IN (SELECT value FROM json_each(?2)) "
+    "AND state IN (SELECT value FROM json_each(?3))")
+_LOAD_AVAILABILITY_PG = (
+    "SELECT item_id, scope_key, quantity FROM availability "
+    "WHERE item_id = ANY($1::bigint[]) AND scope_key = ANY($2::text[])")
+_LOAD_AVAILABILITY_SQLITE = (
+    "SELECT item_id, scope_key, quantity FROM availability "
+    "WHERE item_id IN (SELECT value FROM json_each(?1)) "
+    "AND scope_key IN (SELECT value FROM json_each(?2))")
 _CHANGES = ("account_id", "mode", "item_id", "location_id", "kind", "state", "from_state",
             "to_state", "quantity", "occurred_at", "applied", "created_at")
+
+
+class _Micros:
+    """`to_micros`, remembered per instant: the changes of a batch mostly share one time."""
+
+    def __init__(self) -> None:
+        self.seen: dict[datetime | None, int | None] = {}
+
+    def __call__(self, value: datetime | None) -> int | None:
+        try:
+            return self.seen[value]
+        except KeyError:
+            micros = self.seen[value] = to_micros(value)
+            return micros
 
 
 class SqlStock:
@@ -42,58 +62,56 @@ class SqlStock:
 
     async def load(self, stock_keys: Iterable[StockKey],
                    availability_keys: Iterable[AvailabilityKey]) -> StockLedger:
-        """The rows behind the given keys. Filtered by plain IN lists per column (a superset
-        when a batch crosses items and locations), then trimmed here: a row-value IN list
-        cost more to bind than to run."""
+        """The rows behind the given keys. Filtered by one array per column (a superset when
+        a batch crosses items and locations), then trimmed here: a row-value IN list cost more
+        to bind than to run. Read through the driver: a batch reads thousands of rows."""
         ledger = StockLedger()
         wanted = set(stock_keys)
-        item_ids = sorted({k[0] for k in wanted})
-        loc_ids = sorted({k[1] for k in wanted})
-        states = sorted({k[2] for k in wanted})
-        for chunk in _chunks(item_ids):
-            res = await self.conn.execute(
-                sa.select(stock.c.item_id, stock.c.location_id, stock.c.state,
-                          stock.c.quantity, stock.c.counted_at)
-                .where(stock.c.item_id.in_(chunk), stock.c.location_id.in_(loc_ids),
-                       stock.c.state.in_(states))
-            )
-            for item_id, loc_id, state, qty, counted_at in res:
+        if wanted:
+            rows = await fetch_rows(self.conn, _LOAD_STOCK_PG, _LOAD_STOCK_SQLITE, [
+                sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted}),
+                sorted({k[2] for k in wanted})])
+            quantities, counted_at = ledger.quantities, ledger.counted_at
+            times: dict[int, datetime] = {}  # rows counted by one batch share their time
+            for item_id, loc_id, state, qty, counted in rows:
                 key = (item_id, loc_id, state)
                 if key not in wanted:
                     continue
-                ledger.quantities[key] = qty
-                if counted_at is not None:
-                    ledger.counted_at[key] = counted_at
+                quantities[key] = qty
+                if counted is not None:
+                    at = times.get(counted)
+                    if at is None:
+                        at = times[counted] = from_micros(counted)
+                    counted_at[key] = at
         awanted = set(availability_keys)
-        a_items = sorted({k[0] for k in awanted})
-        scope_keys = sorted({k[1] for k in awanted})
-        for achunk in _chunks(a_items):
-            res2 = await self.conn.execute(
-                sa.select(availability.c.item_id, availability.c.scope_key,
-                          availability.c.quantity)
-                .where(availability.c.item_id.in_(achunk),
-                       availability.c.scope_key.in_(scope_keys))
-            )
-            for item_id, key, qty in res2:
-                if (item_id, key) in awanted:
-                    ledger.availability[(item_id, key)] = qty
+        if awanted:
+            rows = await fetch_rows(self.conn, _LOAD_AVAILABILITY_PG, _LOAD_AVAILABILITY_SQLITE, [
+                sorted({k[0] for k in awanted}), sorted({k[1] for k in awanted})])
+            availability = ledger.availability
+            for item_id, scope_key, qty in rows:
+                if (item_id, scope_key) in awanted:
+                    availability[(item_id, scope_key)] = qty
         return ledger
 
     async def save(self, ledger: StockLedger, now: datetime) -> None:
         """Write the ledger's dirty rows back (through the driver: a batch writes thousands)."""
         at = to_micros(now)
+        micros = _Micros()
         await upsert_rows(
             self.conn, "stock", _STOCK, ("item_id", "location_id", "state"),
-            [(k[0], k[1], k[2], ledger.quantities[k], to_micros(ledger.counted_at.get(k)), at)
-             for k in sorted(ledger.dirty_stock)])
+            [(k[0], k[1], k[2], ledger.quantities[k], micros(ledger.counted_at.get(k)), at)
+             for k in sorted(ledger.dirty_stock)],
+            ("bigint", "bigint", "text", "bigint", "bigint", "bigint"))
         await upsert_rows(
             self.conn, "availability", ("item_id", "scope_key", "quantity"),
             ("item_id", "scope_key"),
-            [(k[0], k[1], ledger.availability[k]) for k in sorted(ledger.dirty_availability)])
+            [(k[0], k[1], ledger.availability[k]) for k in sorted(ledger.dirty_availability)],
+            ("bigint", "text", "bigint"))
 
     async def record(self, tenant: Tenant, outcomes: Sequence[Outcome], now: datetime) -> None:
         at = to_micros(now)
         account_id, mode = tenant.account_id, tenant.mode.value
+        micros = _Micros()
         rows = []
         for o in outcomes:
             c = o.change
@@ -102,7 +120,7 @@ class SqlStock:
             else:
                 kind, state, src, dst = "adjustment", None, c.from_state.value, c.to_state.value
             rows.append((account_id, mode, c.item_id, c.location_id, kind, state, src, dst,
-                         c.quantity, to_micros(c.occurred_at), o.applied, at))
+                         c.quantity, micros(c.occurred_at), o.applied, at))
         await insert_rows(self.conn, "inventory_changes", _CHANGES, rows)
 
     async def stock_of_item(self, item_id: int) -> list[tuple[int, str, int]]:

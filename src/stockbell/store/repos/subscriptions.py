@@ -14,9 +14,9 @@ from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.scope import Scope
 from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.service.pagination import PageRequest
-from stockbell.store.repos.bulk import select_by_pks, update_by_pks
+from stockbell.store.repos.bulk import driver, select_by_pks, update_by_pks
 from stockbell.store.tables import items, locations, markets, subscriptions
-from stockbell.store.types import from_micros, to_micros
+from stockbell.store.types import from_micros, json_text, to_micros
 
 s = subscriptions
 _ROW = tuple(c.name for c in s.c)
@@ -196,12 +196,12 @@ class SqlSubscriptions:
         ix_subscriptions_crossing, one index range scan per window, however many there are."""
         if not windows:
             return []
-        driver: Any = (await self.conn.get_raw_connection()).driver_connection
+        raw: Any = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            rows = await driver.fetch(_CANDIDATES_PG, *(list(col) for col in zip(*windows,
-                                                                               strict=True)))
+            rows = await raw.fetch(_CANDIDATES_PG, *(list(col) for col in zip(*windows,
+                                                                            strict=True)))
         else:
-            cursor = await driver.execute(_CANDIDATES_SQLITE, (json.dumps(windows),))
+            cursor = await raw.execute(_CANDIDATES_SQLITE, (json_text(windows),))
             try:
                 rows = await cursor.fetchall()
             finally:

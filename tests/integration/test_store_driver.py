@@ -1,0 +1,159 @@
+"""The store's reads and writes sent straight through the driver (store/repos/bulk.py
+`fetch_rows`, `upsert_rows`), on a real SQLite file and the real PostgreSQL: they read and
+write exactly what the SQLAlchemy statements they replaced did, inside the unit of work's
+transaction even when they are its first statement."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from stockbell.domain.accounts import Mode, Tenant
+from stockbell.domain.catalog import Item, Location
+from stockbell.domain.stock import StockLedger
+from stockbell.service import accounts, catalog
+from stockbell.service.ports import UnitOfWork
+from stockbell.store.database import SqlDatabase
+
+T0 = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
+
+
+async def _tenant(db: SqlDatabase, skus: list[str], codes: list[str]) -> Tenant:
+    async def setup(uow: UnitOfWork) -> Tenant:
+        tenant = Tenant(await accounts.create_account(uow, f"drv-{uuid.uuid4().hex[:12]}"),
+                        Mode.TEST)
+        for sku in skus:
+            await catalog.upsert_item(uow, tenant, Item(
+                sku_code=sku, title=f"title {sku}", upc="0123",
+                pricing=[{"currency": "EUR", "priceBreaks": [{"priceBreakQuantity": 1,
+                                                             "price": "9.99"}]}],
+                attributes={"big": 2**70, "name": "Zoë"} if sku.endswith("1") else {}))
+        for code in codes:
+            await catalog.upsert_location(uow, tenant, Location(code=code, name=f"n {code}"))
+        return tenant
+
+    return await db.run(setup)
+
+
+async def test_catalog_reads_match_the_sqlalchemy_reads(db_url: str) -> None:
+    db = SqlDatabase(db_url)
+    try:
+        skus = ["Ä-1", "B-2", "C'3"]
+        tenant = await _tenant(db, skus, ["L1", "L2"])
+        other = await _tenant(db, skus, ["L1"])  # same codes, another account
+
+        async def read(uow: UnitOfWork) -> None:
+            by_sku = await uow.catalog.items_by_sku(tenant, [*skus, "NOPE"])
+            assert sorted(by_sku) == sorted(skus)
+            for sku in skus:
+                assert by_sku[sku] == await uow.catalog.get_item(tenant, sku)
+            assert by_sku["Ä-1"].attributes == {"big": 2**70, "name": "Zoë"}
+            theirs = await uow.catalog.items_by_sku(other, skus)
+            assert {i.id for i in theirs.values()}.isdisjoint(i.id for i in by_sku.values())
+
+            locs = await uow.catalog.locations_by_code(tenant, ["L1", "L2", "L3"])
+            assert sorted(locs) == ["L1", "L2"]
+            assert locs["L1"].name == "n L1"
+            assert locs["L1"].created_at is not None
+            assert (await uow.catalog.locations_by_code(other, ["L2"])) == {}
+
+        await db.run(read)
+    finally:
+        await db.dispose()
+
+
+async def test_sequences_advance_by_each_items_count(db_url: str) -> None:
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, [f"S-{i}" for i in range(40)], [])
+        ids = await db.run(lambda uow: uow.catalog.items_by_sku(
+            tenant, [f"S-{i}" for i in range(40)]))
+        counts = {ids[f"S-{i}"].id or 0: i % 5 + 1 for i in range(40)}
+        first = await db.run(lambda uow: uow.catalog.bump_sequences(counts))
+        assert first == counts
+        again = await db.run(lambda uow: uow.catalog.bump_sequences(
+            {k: 2 for k in list(counts)[:7]}))
+        assert again == {k: counts[k] + 2 for k in list(counts)[:7]}
+    finally:
+        await db.dispose()
+
+
+async def test_ledger_round_trip_inserts_then_overwrites(db_url: str) -> None:
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["A", "B"], ["L1", "L2"])
+
+        async def ids(uow: UnitOfWork) -> tuple[list[int], list[int]]:
+            items = await uow.catalog.items_by_sku(tenant, ["A", "B"])
+            locs = await uow.catalog.locations_by_code(tenant, ["L1", "L2"])
+            return ([items[k].id or 0 for k in ("A", "B")],
+                    [locs[k].id or 0 for k in ("L1", "L2")])
+
+        (a, b), (l1, l2) = await db.run(ids)
+        keys = {(a, l1, "IN_STOCK"), (a, l2, "SOLD"), (b, l1, "IN_STOCK")}
+        akeys = {(a, "*"), (a, f"L:{l1}"), (b, "*")}
+
+        async def write(quantity: int, at: datetime) -> None:
+            async def go(uow: UnitOfWork) -> None:
+                ledger = StockLedger()
+                for k in keys:
+                    ledger.quantities[k] = quantity
+                    ledger.counted_at[k] = at
+                    ledger.dirty_stock.add(k)
+                for k in akeys:
+                    ledger.availability[k] = quantity * 2
+                    ledger.dirty_availability.add(k)
+                await uow.stock.save(ledger, at)
+            await db.run(go)
+
+        await write(5_000_000, T0)
+        await write(7_500_000, T0 + timedelta(hours=1))  # every row now exists: overwrites
+        # asked for more keys than exist, and a superset of items x locations x states
+        wanted = keys | {(b, l2, "SOLD"), (b, l2, "IN_STOCK")}
+        loaded = await db.run(lambda uow: uow.stock.load(wanted, akeys | {(b, f"L:{l2}")}))
+        assert loaded.quantities == dict.fromkeys(keys, 7_500_000)
+        assert loaded.counted_at == dict.fromkeys(keys, T0 + timedelta(hours=1))
+        assert loaded.availability == dict.fromkeys(akeys, 15_000_000)
+        assert (await db.run(lambda uow: uow.stock.availability(a, "*"))) == 15_000_000
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
+        db_url: str) -> None:
+    """On PostgreSQL, SQLAlchemy begins the transaction with its first statement; the row
+    locks of `lock_items`, sent through the driver as the unit of work's very first statement,
+    must still hold until the commit."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer)")
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["LOCKED"], [])
+        [item] = (await db.run(lambda uow: uow.catalog.items_by_sku(
+            tenant, ["LOCKED"]))).values()
+        assert item.id is not None
+        locked, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(uow: UnitOfWork) -> None:
+            await uow.catalog.lock_items([item.id or 0])  # the first statement
+            locked.set()
+            await release.wait()
+
+        holder = asyncio.ensure_future(db.run(hold))
+        await asyncio.wait_for(locked.wait(), 10)
+        conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await conn.fetch("SELECT id FROM items WHERE id = $1 FOR UPDATE NOWAIT",
+                                 item.id)
+        finally:
+            release.set()
+            await holder
+            await conn.close()
+    finally:
+        await db.dispose()
