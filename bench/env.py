@@ -35,6 +35,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by every PostgreSQL server process on this machine (backends come
+    and go; a difference over a span is what they spent in it, the bench's share included)."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                total += cpu_seconds(int(comm.parent.name))
+        except OSError:
+            continue
+    return total
+
+
 def vm_hwm_mib(pid: int) -> float | None:
     """Peak resident set size (VmHWM) of a live process, in MiB."""
     try:
@@ -69,6 +91,9 @@ class Proc:
     def hwm(self) -> float | None:
         return vm_hwm_mib(self.pid)
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
 
 @dataclass
 class Env:
@@ -80,6 +105,7 @@ class Env:
     serve: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
     base_url: str = ""
+    receiver: Proc | None = None
     receiver_url: str = ""
     receiver_base: str = ""
     secret: str = ""
@@ -174,7 +200,7 @@ class Env:
         args = [sys.executable, "-m", "bench.receiver", "--port", str(port)]
         if record:
             args.append("--record")
-        proc = self._spawn("receiver", args, PYTHONPATH=str(ROOT))
+        proc = self.receiver = self._spawn("receiver", args, PYTHONPATH=str(ROOT))
         self.receiver_base = f"http://127.0.0.1:{port}"
         self.receiver_url = self.receiver_base + "/hook"
         self._wait_http(self.receiver_base + "/stats", proc)

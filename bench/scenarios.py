@@ -8,6 +8,7 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,7 @@ import aiohttp
 import orjson
 
 from bench import seed
-from bench.env import Env
+from bench.env import Env, Proc, postgres_cpu_seconds
 from bench.peer_scenario import peer
 from bench.report import Row, Table
 
@@ -250,20 +251,60 @@ def _rate(st: dict[str, Any]) -> float | None:
     return (st["count"] - 1) / span if st["count"] > 1 and span > 0 else None
 
 
-async def raw_post_loop(env: Env, st: dict[str, Any], conc: int, seconds: float) -> float:
-    """The same signed body and headers the dispatcher sent, POSTed back to back."""
+@dataclass
+class Cpu:
+    """CPU microseconds per delivery, of the sender and of the receiver: unlike rates, these
+    hardly move when the two cores are shared differently, so they say where time goes."""
+
+    sender: float
+    receiver: float
+    postgres: float | None = None
+
+    def note(self, who: str) -> str:
+        pg = "" if self.postgres is None else f", PostgreSQL {self.postgres:.0f} us"
+        return (f"{who}: {self.sender:.0f} us CPU per delivery, receiver "
+                f"{self.receiver:.0f} us{pg}")
+
+
+class CpuMeter:
+    def __init__(self, senders: list[Proc], receiver: Proc, own: bool = False,
+                 pg: bool = False) -> None:
+        self.senders, self.receiver, self.own, self.pg = senders, receiver, own, pg
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        mine = time.process_time() if self.own else 0.0
+        return (mine + sum(p.cpu() for p in self.senders), self.receiver.cpu(),
+                postgres_cpu_seconds() if self.pg else 0.0)
+
+    def per(self, n: int) -> Cpu:
+        s1, r1, p1 = self._read()
+        n = max(1, n)
+        return Cpu(1e6 * (s1 - self.start[0]) / n, 1e6 * (r1 - self.start[1]) / n,
+                   1e6 * (p1 - self.start[2]) / n if self.pg else None)
+
+
+async def raw_post_loop(env: Env, st: dict[str, Any], conc: int,
+                        seconds: float) -> tuple[float, Cpu]:
+    """The same signed body and headers the dispatcher sent, POSTed back to back. Returns
+    the rate and the CPU it and the receiver spent per request (warm-up included)."""
     body = st["sample_body"].encode()
     headers = dict(st["sample_headers"])
+    assert env.receiver is not None
+    meter = CpuMeter([], env.receiver, own=True)
+    sent = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
 
         async def one(i: int) -> None:
+            nonlocal sent
             async with s.post(env.receiver_url, data=body, headers=headers) as r:
                 await r.read()
+                sent += 1
                 if r.status != 200:
                     raise RuntimeError(str(r.status))
 
         rate, _, _ = await closed_loop(one, conc, seconds, 1.0)
-    return rate
+    return rate, meter.per(sent)
 
 
 def fanout(db: str, quick: bool) -> Table:
@@ -292,42 +333,55 @@ def fanout(db: str, quick: bool) -> Table:
         for sku in skus:
             took += seed.subscriptions(env, account_id, [item_ids[sku]], [UNIT], n)
 
-        async def restock(sku: str) -> tuple[float, dict[str, Any]]:
+        def senders() -> list[Proc]:
+            if pg:
+                return list(env.workers)
+            assert env.serve is not None
+            return [env.serve]
+
+        async def restock(sku: str) -> tuple[float, dict[str, Any], Cpu]:
             async with env.session(limit=1) as s:
                 t0 = time.perf_counter()
                 data = await _post_ok(s, "/v1/inventory/changes",
                                       {"changes": [_count(sku, "LOC-000", 5)]})
                 took = time.perf_counter() - t0
+            assert env.receiver is not None
+            # from the request's answer on: the deliveries only
+            meter = CpuMeter(senders(), env.receiver, pg=pg)
             fired = orjson.loads(data)["notifications"]
             if fired != n:
                 raise RuntimeError(f"expected {n} notifications, got {fired}")
-            return took, await _wait_received(env, n, cap)
+            st = await _wait_received(env, n, cap)
+            return took, st, meter.per(st["count"])
 
         async def go() -> None:
-            took1, st1 = await restock(skus[0])
+            took1, st1, cpu1 = await restock(skus[0])
             t.add(Row(f"restock firing {n:,} subscriptions: request time", took1, "s",
                       bar="<= 3 s"), hi=3.0)
             rate1 = _rate(st1)
             who = "1 worker process" if pg else "serve's in-process dispatcher"
-            raw = await raw_post_loop(env, st1, conc, 5.0 if quick else 10.0) if st1["count"] \
-                else None
+            raw, raw_cpu = await raw_post_loop(env, st1, conc, 5.0 if quick else 10.0) \
+                if st1["count"] else (None, None)
             t.add(Row(f"deliveries/s to a loopback receiver, {who}", rate1, "/s", raw,
                       f"raw aiohttp POST loop, {conc} in flight", bar="ratio >= 0.6"),
                   lo=0.6, on_ratio=True)
             t.notes.append(f"first restock: {st1['count']:,} of {n:,} deliveries received "
                            f"(waited at most {cap:.0f} s); rate = received / (last - first "
                            "arrival) at the receiver")
+            t.notes.append("CPU (diagnostic): " + cpu1.note(who)
+                           + ("; " + raw_cpu.note("raw loop") if raw_cpu else ""))
             if pg:
                 env.note_peaks()
                 env.start_worker()
                 await env.receiver_reset()
-                took2, st2 = await restock(skus[1])
+                took2, st2, cpu2 = await restock(skus[1])
                 rate2 = _rate(st2)
                 t.add(Row(f"restock firing {n:,} subscriptions: request time (2nd item)", took2,
                           "s", bar="<= 3 s"), hi=3.0)
                 t.add(Row("deliveries/s, 2 worker processes", rate2, "/s", rate1,
                           "1 worker, same run", bar="ratio >= 1.6"), lo=1.6, on_ratio=True)
-                t.notes.append(f"second restock: {st2['count']:,} of {n:,} received")
+                t.notes.append(f"second restock: {st2['count']:,} of {n:,} received; CPU: "
+                               + cpu2.note("2 workers together"))
 
         asyncio.run(go())
         t.notes.append(f"{n:,} subscriptions per item inserted directly ({took:.1f} s); one "
