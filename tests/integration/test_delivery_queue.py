@@ -23,6 +23,8 @@ from stockbell.service import webhooks as webhooks_service
 from stockbell.service.outbox import persist_events
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
+from stockbell.store.repos.bulk import driver
+from stockbell.store.repos.deliveries import _PG_CLAIM, _PG_CLAIM_PLAN
 from tests.integration.test_delivery import own_database
 
 T = TypeVar("T")
@@ -235,5 +237,31 @@ def test_concurrent_claims_never_hand_out_a_delivery_twice(url: str) -> None:
         assert len(pks) == len(set(pks))  # no delivery in two claims
         assert len(pks) == 300  # a claim passes over rows another claim holds, not stops
         assert await claim(db, now, limit=1000) == []
+
+    run(url, go)
+
+
+def test_postgresql_leaves_room_for_the_lease_update(url: str) -> None:
+    """Migration 0004: deliveries' pages keep room for a leased row's new version (a HOT
+    update, no index writes); and a claim walks the due index in order however stale the
+    statistics (a fan-out's rows are claimed before autovacuum analyses them)."""
+    if not url.startswith("postgresql"):
+        pytest.skip("fillfactor and planner settings: PostgreSQL only")
+
+    async def go(db: SqlDatabase) -> None:
+        await queued(db, 5000)  # committed, not yet analysed: as right after a fan-out
+
+        async def inspect(uow: UnitOfWork) -> tuple[Any, str]:
+            options = (await uow.conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'")).scalar()
+            raw = await driver(uow.conn)
+            await raw.execute(_PG_CLAIM_PLAN)  # as the claim does, in its transaction
+            plan = "\n".join(r[0] for r in await raw.fetch("EXPLAIN " + _PG_CLAIM, 0, 1, 200))
+            return options, plan
+
+        options, plan = await db.run(inspect)
+        assert options == ["fillfactor=70"]
+        assert "Index Scan using ix_deliveries_due" in plan
+        assert "Sort" not in plan
 
     run(url, go)

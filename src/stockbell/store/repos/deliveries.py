@@ -27,7 +27,7 @@ from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
 from stockbell.store.tables import events as ev
 from stockbell.store.tables import webhook_endpoints as we
-from stockbell.store.types import from_micros, to_micros
+from stockbell.store.types import from_micros, json_value, to_micros
 
 NOTIFY_CHANNEL = "stockbell_deliveries"
 EXCERPT_BYTES = 4096
@@ -58,24 +58,6 @@ _ENABLED = sa.select(we.c.pk).where(we.c.enabled.is_(True))
 
 # --- the dispatcher's claim ------------------------------------------------------------------
 
-# What a claim reads per delivery: the delivery, then its event (see `claim`).
-_CLAIMED = (d.c.pk, d.c.id, d.c.attempts, d.c.endpoint_pk, ev.c.id, ev.c.type, ev.c.occurred_at,
-            ev.c.created_at, ev.c.data, ev.c.sequence, ev.c.item_id, ev.c.pk)
-
-
-def _due(now: datetime, limit: int) -> sa.Select[tuple[int]]:
-    """The first `limit` deliveries due now, unleased, of enabled endpoints."""
-    return (
-        sa.select(d.c.pk)
-        .where(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now,
-               sa.or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
-               # a disabled endpoint is sent nothing; its deliveries wait, not lost
-               d.c.endpoint_pk.in_(_ENABLED))
-        .order_by(d.c.next_attempt_at)
-        .limit(limit)
-    )
-
-
 # PostgreSQL: lease and read in one statement. The due rows are taken FOR UPDATE SKIP LOCKED,
 # so concurrent claims by other workers pass over them instead of waiting or double-leasing.
 _PG_CLAIM = f"""
@@ -93,6 +75,23 @@ WHERE d.pk IN (
 RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
           e.data, e.sequence, e.item_id, e.pk
 """
+
+_PG_CLAIM_PLAN = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+
+# SQLite, one writer at a time: read the due rows, then lease them (one statement each).
+_SQLITE_CLAIM = f"""
+SELECT d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
+       e.data, e.sequence, e.item_id, e.pk
+FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+WHERE d.pk IN (
+        SELECT pk FROM deliveries
+        WHERE status = '{DeliveryStatus.PENDING.value}' AND next_attempt_at <= ?1
+          AND (lease_until IS NULL OR lease_until <= ?1)
+          AND endpoint_pk IN (SELECT pk FROM webhook_endpoints WHERE enabled)
+        ORDER BY next_attempt_at
+        LIMIT ?2)
+"""
+_SQLITE_LEASE = "UPDATE deliveries SET lease_until = ? WHERE pk IN (SELECT value FROM json_each(?))"
 
 # Results are written a batch at a time: on PostgreSQL one statement per batch, the rows
 # passed as one JSON parameter (written by orjson in one call; asyncpg would inspect every
@@ -117,7 +116,6 @@ FROM json_to_recordset($1::json) AS u(p bigint, s text, n int, t bigint, c int, 
                                       l bigint)
 WHERE d.pk = u.p AND (u.l IS NULL OR d.lease_until = u.l)
 """
-_SQLITE_CHUNK = 10_000  # bound parameters per statement (SQLite allows 32,766)
 _SQLITE_SETTLE = """
 UPDATE deliveries
 SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?, last_error = ?,
@@ -209,20 +207,21 @@ class SqlDeliveries:
         LOCKED`, so two workers never lease the same row); SQLite, one writer at a time,
         reads and then leases. Each endpoint is loaded once per claim, not once per row."""
         rows: list[Any]
+        raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            rows = await (await driver(self.conn)).fetch(
-                _PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
+            # Walk ix_deliveries_due in order and stop at `limit`, whatever the statistics
+            # say: right after a fan-out queued 100,000 rows (autovacuum analyses a minute
+            # later, at best) the planner otherwise reads and sorts the whole queue for every
+            # claim: 20 ms instead of 4 per 200 with 10,000 queued, and growing with the queue.
+            await raw.execute(_PG_CLAIM_PLAN)
+            rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
-            due = await self.conn.execute(
-                sa.select(*_CLAIMED).where(d.c.pk.in_(_due(now, limit).scalar_subquery()),
-                                           ev.c.id == d.c.event_id))
-            rows = list(due.all())
-            for i in range(0, len(rows), _SQLITE_CHUNK):
-                pks = [r[0] for r in rows[i:i + _SQLITE_CHUNK]]
-                marks = ", ".join("?" * len(pks))
-                await self.conn.exec_driver_sql(
-                    f"UPDATE deliveries SET lease_until = ? WHERE pk IN ({marks})",
-                    (to_micros(lease_until), *pks))
+            rows = [(*r[:8], json_value(r[8]), *r[9:])
+                    for r in await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit))]
+            if rows:
+                leased = await raw.execute(_SQLITE_LEASE, (
+                    to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()))
+                await leased.close()
         if not rows:
             return []
         found = await self.conn.execute(sa.select(we).where(we.c.pk.in_({r[3] for r in rows})))
