@@ -254,8 +254,8 @@ def test_postgresql_leaves_room_for_the_lease_update(url: str) -> None:
         async def inspect(uow: UnitOfWork) -> tuple[Any, str]:
             options = (await uow.conn.exec_driver_sql(
                 "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'")).scalar()
+            await uow.conn.exec_driver_sql(_PG_CLAIM_PLAN)  # as the claim does
             raw = await driver(uow.conn)
-            await raw.execute(_PG_CLAIM_PLAN)  # as the claim does, in its transaction
             plan = "\n".join(r[0] for r in await raw.fetch("EXPLAIN " + _PG_CLAIM, 0, 1, 200))
             return options, plan
 

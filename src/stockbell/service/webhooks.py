@@ -200,8 +200,8 @@ async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: 
     `endpoint.disabled` event; the first success after failures emits `endpoint.recovered`.
     Returns the earliest rescheduled attempt, so the dispatcher can wake for it."""
     now = utcnow()
-    await uow.deliveries.add_attempts([(r.delivery_pk, r.attempt) for r in results])
     endpoints = await uow.webhooks.by_pks(r.endpoint_pk for r in results)
+    await uow.deliveries.add_attempts([(r.delivery_pk, r.attempt) for r in results])
     updates = []
     health: dict[int, Verdict] = {}
     for r in results:
