@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,7 @@ from stockbell.service.pagination import PageRequest
 from stockbell.store.repos.bulk import fetch_rows
 from stockbell.store.repos.util import insert_for
 from stockbell.store.tables import items, locations, market_locations, markets
-from stockbell.store.types import from_micros
+from stockbell.store.types import from_micros, json_value
 
 _ITEM_FIELDS = (
     "title", "variant_title", "upc", "product_id", "variant_id", "size", "width",
@@ -64,16 +63,10 @@ _BUMP_SEQUENCES_SQLITE = (
     "RETURNING items.id, items.sequence")
 
 
-def _json(text: Any) -> Any:
-    """A JSON column read through the driver: text on SQLite (most items carry no pricing or
-    attributes), already decoded on PostgreSQL (SQLAlchemy sets asyncpg's JSON codec)."""
-    if not isinstance(text, str):
-        return text
-    if text == "[]":
-        return []
-    if text == "{}":
-        return {}
-    return json.loads(text)
+def _json(value: Any) -> Any:
+    """A JSON column read through the driver: text on SQLite, already decoded on PostgreSQL
+    (SQLAlchemy sets asyncpg's JSON codec)."""
+    return json_value(value) if isinstance(value, str) else value
 
 
 def _stored_item(r: Sequence[Any]) -> Item:

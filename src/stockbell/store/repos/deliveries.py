@@ -136,11 +136,6 @@ def _first(row: Sequence[Any]) -> Any:
     return row[0]
 
 
-def _when(value: datetime | int) -> datetime:
-    """A UtcMicros column read raw (an integer) or through SQLAlchemy (a datetime)."""
-    return value if isinstance(value, datetime) else from_micros(value)
-
-
 class SqlDeliveries:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -230,14 +225,16 @@ class SqlDeliveries:
         found = await self.conn.execute(sa.select(we).where(we.c.pk.in_({r[3] for r in rows})))
         endpoints = {e.pk: endpoint_of(e._mapping) for e in found}
         out = []
-        times: dict[Any, datetime] = {}  # a fan-out's events share their timestamps
+        times: dict[int, datetime] = {}  # a fan-out's events share their timestamps
         for (pk, delivery_id, attempts, endpoint_pk, event_id, etype, occurred_at, created_at,
              data, sequence, item_id, event_pk) in sorted(rows, key=_first):
             endpoint = endpoints.get(endpoint_pk)
             if endpoint is None:  # deleted meanwhile: its deliveries go with it
                 continue
-            occurred = times.get(occurred_at) or times.setdefault(occurred_at, _when(occurred_at))
-            created = times.get(created_at) or times.setdefault(created_at, _when(created_at))
+            occurred = times.get(occurred_at) or times.setdefault(occurred_at,
+                                                                  from_micros(occurred_at))
+            created = times.get(created_at) or times.setdefault(created_at,
+                                                                 from_micros(created_at))
             event = Event(etype, occurred, data, item_id=item_id, sequence=sequence,
                           id=event_id, created_at=created, pk=event_pk)
             out.append(Claimed(pk, delivery_id, attempts, endpoint, event, lease_until))
