@@ -112,9 +112,27 @@ def ingest(db: str, quick: bool) -> Table:
                     body = {"changes": [_count(skus[i % 100], locs[(i // 100) % 4], i % 50)]}
                     await _post_ok(s, "/v1/inventory/changes", body)
 
-                base, nb, eb = await closed_loop(bare, conc, seconds, warmup)
-                one_read, nr, er = await closed_loop(read, conc, seconds, warmup)
-                rate, nc, ec = await closed_loop(change, conc, seconds, warmup)
+                serve = env.serve
+                assert serve is not None
+                cpu: dict[str, str] = {}
+
+                async def measured(name: str, work: Callable[[int], Awaitable[None]]
+                                   ) -> tuple[float, int, int]:
+                    # CPU of serve and of this process over the whole loop (warm-up included),
+                    # per request and as a share of one core: tells a CPU-bound route from one
+                    # that waits (a commit's fsync, a queue behind another transaction).
+                    s0, h0, w0 = serve.cpu(), time.process_time(), time.monotonic()
+                    got = await closed_loop(work, conc, seconds, warmup)
+                    s1, h1, w1 = serve.cpu(), time.process_time(), time.monotonic()
+                    n = max(1.0, got[0] * (w1 - w0))
+                    cpu[name] = (f"{name}: serve {1e6 * (s1 - s0) / n:.0f} us/request "
+                                 f"({100 * (s1 - s0) / (w1 - w0):.0f}% of a core), harness "
+                                 f"{1e6 * (h1 - h0) / n:.0f} us/request")
+                    return got
+
+                base, nb, eb = await measured("bare", bare)
+                one_read, nr, er = await measured("one read", read)
+                rate, nc, ec = await measured("changes", change)
                 t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request", rate,
                           "req/s", base, "bare GET /v1/whoami, same key",
                           bar="ratio >= 0.5"), lo=0.5, on_ratio=True)
@@ -128,6 +146,8 @@ def ingest(db: str, quick: bool) -> Table:
                                "(rotating), which also writes an inventory.count.updated event; "
                                "no webhook endpoint is registered. /v1/whoami is answered from "
                                "the (cached) key alone: the framework, server and auth cost")
+                t.notes.append("CPU (diagnostic, rate x whole loop as the request count): "
+                               + "; ".join(cpu.values()))
 
         asyncio.run(go())
         _memory_rows(t, env)

@@ -265,3 +265,36 @@ def test_postgresql_leaves_room_for_the_lease_update(url: str) -> None:
         assert "Sort" not in plan
 
     run(url, go)
+
+
+def test_postgresql_append_only_tables_do_not_lock_their_account(url: str) -> None:
+    """Migration 0005: events, inventory_changes and deliveries have no foreign key to
+    accounts on PostgreSQL (each check locked the account row once per row written); the
+    relationships that see deletes keep theirs: a delivery of an unknown event or endpoint
+    is still refused."""
+    if not url.startswith("postgresql"):
+        pytest.skip("the constraints are dropped on PostgreSQL only")
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, ep, _ = await queued(db, 1)
+
+        async def fks(uow: UnitOfWork) -> set[tuple[str, str]]:
+            rows = await uow.conn.exec_driver_sql(
+                "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
+                "WHERE contype = 'f'")
+            return {(r[0], r[1]) for r in rows}
+
+        found = await db.run(fks)
+        for table in ("events", "inventory_changes", "deliveries"):
+            assert (table, "accounts") not in found
+        assert ("items", "accounts") in found
+        assert {("deliveries", "events"), ("deliveries", "webhook_endpoints")} <= found
+
+        async def orphan(uow: UnitOfWork) -> None:
+            assert ep.pk is not None
+            await uow.deliveries.queue(tenant, [("evt_missing", ep.pk)], datetime.now(UTC))
+
+        with pytest.raises(Exception, match="foreign key"):
+            await db.run(orphan)
+
+    run(url, go)

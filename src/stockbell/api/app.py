@@ -20,6 +20,7 @@ from stockbell.api.native import catalog, events, inventory, subscriptions, webh
 from stockbell.api.state import AppState
 from stockbell.config import Settings, get_settings
 from stockbell.delivery.dispatcher import sender_for, supervise
+from stockbell.gc_tuning import freeze_startup_heap
 from stockbell.service import subscriptions as subs_service
 from stockbell.store.database import SqlDatabase
 from stockbell.store.migrate import upgrade_async
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, migrate_sqlite: bool = True,
         state.signing_key = settings.secret_key or await db.run(
             lambda uow: uow.accounts.signing_secret(secrets.token_urlsafe(48)))
         app.state.stockbell = state
+        freeze_startup_heap()  # the app, its engine and state live as long as the process
         sweeper = asyncio.create_task(_sweep_expired(state)) if sweep else None
         stop = asyncio.Event()
         worker = asyncio.create_task(supervise(db, settings, stop)) if dispatcher else None

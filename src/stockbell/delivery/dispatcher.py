@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from stockbell.delivery.formats import render
 from stockbell.delivery.sender import Sender, Timeouts
 from stockbell.delivery.signing import standard_headers
 from stockbell.domain.webhooks import AttemptResult, RetryPolicy, judge, parse_allow_list
+from stockbell.gc_tuning import freeze_startup_heap
 from stockbell.service import webhooks as webhooks_service
 from stockbell.service.clock import utcnow
 from stockbell.service.ports import Claimed
@@ -44,7 +44,6 @@ from stockbell.store.listen import DeliveryListener
 
 log = structlog.get_logger(__name__)
 STATS_EVERY = 5.0
-YOUNG_GC_THRESHOLD = 20_000
 PURGE_EVERY = 3600.0
 # While requests are in flight, a flush waits this long for more results to share its
 # transaction (the receiver has them already; only the bookkeeping waits).
@@ -348,29 +347,9 @@ class Dispatcher:
             log.info("retention.purged", deliveries=n, events=m, before=cutoff.isoformat())
 
 
-def _freeze_startup_heap() -> None:
-    """Leave what exists once the process is up (modules, the app, engines: objects that live
-    as long as the process) out of the cyclic GC's collections, once per process. Otherwise
-    every full collection walks them all while the deliveries' short-lived objects promote
-    into the oldest generation: measured, ~10 us per delivery and pauses of ~70 ms that
-    stall every request in flight."""
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.freeze()
-        # A delivery allocates a few hundred short-lived containers (the request, its
-        # headers, the event's payload): with the default threshold (700) a young
-        # collection ran every other delivery and walked everything in flight. Objects that
-        # die young cost a collection nothing, so collect young objects less often.
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-
-
-_heap_frozen = False
-
-
 async def supervise(db: SqlDatabase, settings: Settings, stop: asyncio.Event) -> None:
     """Run a dispatcher until `stop`; if it crashes, log it and start a fresh one."""
-    _freeze_startup_heap()
+    freeze_startup_heap()
     while not stop.is_set():
         try:
             await Dispatcher(db, settings).run(stop)

@@ -18,9 +18,14 @@ metadata = sa.MetaData(
 Mode = sa.String(8)
 
 
-def _tenant() -> list[sa.Column[object]]:
+def _tenant(account_fk: bool = True) -> list[sa.Column[object]]:
+    """The tenant columns. `account_fk=False` on the append-only, high-volume tables, which
+    have no such constraint on PostgreSQL (migration 0005 says why)."""
+    account: sa.Column[object] = (
+        sa.Column("account_id", sa.BigInteger, sa.ForeignKey("accounts.id"), nullable=False)
+        if account_fk else sa.Column("account_id", sa.BigInteger, nullable=False))
     return [
-        sa.Column("account_id", sa.BigInteger, sa.ForeignKey("accounts.id"), nullable=False),
+        account,
         sa.Column("mode", Mode, nullable=False),
     ]
 
@@ -124,7 +129,7 @@ availability = sa.Table(
 inventory_changes = sa.Table(
     "inventory_changes", metadata,
     sa.Column("id", BigPK, primary_key=True, autoincrement=True),
-    *_tenant(),
+    *_tenant(account_fk=False),
     sa.Column("item_id", sa.BigInteger, nullable=False),
     sa.Column("location_id", sa.BigInteger, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
@@ -170,7 +175,7 @@ events = sa.Table(
     "events", metadata,
     sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(40), nullable=False, unique=True),
-    *_tenant(),
+    *_tenant(account_fk=False),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("item_id", sa.BigInteger),
     sa.Column("sequence", sa.BigInteger),
@@ -217,7 +222,7 @@ deliveries = sa.Table(
     "deliveries", metadata,
     sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(40), nullable=False, unique=True),
-    *_tenant(),
+    *_tenant(account_fk=False),
     sa.Column("endpoint_pk", sa.BigInteger, sa.ForeignKey("webhook_endpoints.pk"),
               nullable=False),
     sa.Column("event_id", sa.String(40), sa.ForeignKey("events.id"), nullable=False),

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockbell.store.types import json_text
@@ -47,23 +48,27 @@ async def upsert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
                       key: Sequence[str], rows: Sequence[tuple[Any, ...]],
                       pg_types: Sequence[str]) -> None:
     """Insert rows, or on a conflict over `key` overwrite the other columns. The keys of
-    `rows` must be distinct. PostgreSQL gets one statement over arrays of each column (`pg_types`
-    names their element types): one execution instead of one per row. SQLite gets one
-    executemany, which runs the prepared statement per row inside the driver."""
+    `rows` must be distinct. PostgreSQL gets one statement over the rows as one JSON parameter
+    (`pg_types` names the columns' types), read by `json_to_recordset` in row order: one
+    execution instead of one per row, and no per-element work in the driver (asyncpg checks
+    every element of an array parameter against abstract base classes: ~8 % of a batch's
+    CPU). SQLite gets one executemany, which runs the prepared statement per row inside the
+    driver."""
     if not rows:
         return
     raw: Any = await driver(conn)
     sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+    names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
-        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, 1))
-        await raw.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
-                          f"SELECT * FROM unnest({arrays}) {conflict}",
-                          *(list(col) for col in zip(*rows, strict=True)))
+        shape = ", ".join(f"{c} {t}" for c, t in zip(columns, pg_types, strict=True))
+        await raw.execute(f"INSERT INTO {table} ({names}) SELECT {names} "
+                          f"FROM json_to_recordset($1::json) AS r({shape}) {conflict}",
+                          orjson.dumps([dict(zip(columns, row, strict=True))
+                                        for row in rows]).decode())
         return
     marks = ", ".join("?" * len(columns))
-    await raw.executemany(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}", rows)
+    await raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
 
 
 async def fetch_rows(conn: AsyncConnection, postgres_sql: str, sqlite_sql: str,
