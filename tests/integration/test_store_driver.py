@@ -157,3 +157,37 @@ async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
             await conn.close()
     finally:
         await db.dispose()
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_transparently(
+        db_url: str) -> None:
+    """The pool lends connections without pinging them first (a round trip per transaction):
+    a unit of work whose connection died before its commit runs again on a fresh one, and
+    nothing of the first attempt is committed."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a server that closes connections: PostgreSQL")
+    db = SqlDatabase(db_url, pool_size=1)
+    try:
+        async def backend(uow: UnitOfWork) -> int:
+            return int((await uow.conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+
+        first = await db.run(backend)
+        admin = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)  # the server has closed it; the pool does not know yet
+
+        runs: list[int] = []
+
+        async def count_and_read(uow: UnitOfWork) -> int:
+            runs.append(1)
+            return await backend(uow)
+
+        second = await db.run(count_and_read)
+        assert second != first
+        assert len(runs) == 2  # the first try met the dead connection, the second a new one
+        assert await db.run(backend) == second  # and the pool keeps the new one
+    finally:
+        await db.dispose()

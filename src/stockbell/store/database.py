@@ -50,6 +50,28 @@ def _transient(exc: DBAPIError) -> bool:
     return code in _TRANSIENT or isinstance(exc, IntegrityError)
 
 
+class _LostBeforeCommit(Exception):
+    """The connection died while the unit of work ran, before its commit was sent: nothing
+    of it can have been committed, so running it again on a fresh connection is safe."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _before_commit(work: Awaitable[T]) -> T:
+    """`work`, with a dead connection reported as _LostBeforeCommit. (The pool does not
+    ping each connection before lending it: that cost a round trip per transaction. A dead
+    one is noticed on its first statement instead, and SQLAlchemy then discards the pool's
+    older connections.)"""
+    try:
+        return await work
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise _LostBeforeCommit(exc) from exc
+        raise
+
+
 class Handoff(Protocol):
     """An in-process dispatcher that takes deliveries leased to it by the transaction that
     created them (see `SqlDatabase._once`)."""
@@ -76,10 +98,15 @@ class SqlDatabase:
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run `work` in one transaction; retry once, transparently, on a transient conflict
         (serialization failure, deadlock, or a unique-key race such as a concurrent
-        idempotent retry)."""
+        idempotent retry) and on a pooled connection found dead before the commit (say, the
+        server restarted since it was last used)."""
         for attempt in (1, 2):
             try:
                 return await self._once(work)
+            except _LostBeforeCommit as lost:
+                if attempt == 2:
+                    raise lost.error from None
+                log.info("transaction.reconnect", reason=str(lost.error.orig)[:200])
             except DBAPIError as exc:
                 if attempt == 2 or not _transient(exc):
                     raise
@@ -91,11 +118,11 @@ class SqlDatabase:
         if self._lock is None:
             async with self.engine.begin() as conn:
                 uow = SqlUnitOfWork(conn)
-                result = await work(uow)
+                result = await _before_commit(work(uow))
         else:
             async with self._lock, self.engine.begin() as conn:
                 uow = SqlUnitOfWork(conn)
-                result = await work(uow)
+                result = await _before_commit(work(uow))
                 handed = await self._lease_for_handoff(uow)
         if handed and self.handoff is not None:
             self.handoff.handoff_take(handed)

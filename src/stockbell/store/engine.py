@@ -22,8 +22,9 @@ _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> AsyncEngine:
     if not is_sqlite(url):
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                                   pool_pre_ping=True, **_JSON)
+        # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
+        # found dead before its commit.
+        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **_JSON)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
 
     @event.listens_for(engine.sync_engine, "connect")

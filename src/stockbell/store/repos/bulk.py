@@ -77,9 +77,14 @@ async def fetch_rows(conn: AsyncConnection, postgres_sql: str, sqlite_sql: str,
     """The rows of one query, sent through the driver in the caller's transaction. Array
     parameters are lists: PostgreSQL takes them as arrays (`$n::bigint[]`), SQLite as JSON text
     for `json_each(?n)` (`sqlite_params`, when given, are SQLite's instead of `params`)."""
-    raw: Any = await driver(conn)
     if conn.dialect.name == "postgresql":
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+        if not raw.is_in_transaction():
+            # The unit of work's first statement: sent through SQLAlchemy, which begins the
+            # transaction with it (`driver` would spend a round trip on a SELECT 1 for that).
+            return (await conn.exec_driver_sql(postgres_sql, tuple(params))).all()
         return list(await raw.fetch(postgres_sql, *params))
+    raw = await driver(conn)
     return list(await raw.execute_fetchall(
         sqlite_sql, [json_text(p) if isinstance(p, list) else p
                      for p in (params if sqlite_params is None else sqlite_params)]))
