@@ -72,22 +72,9 @@ def _json(value: Any) -> Any:
     return {} if value == "{}" else json.loads(value)  # most customers carry no attributes
 
 
-def _stored(m: dict[str, Any]) -> dict[str, Any]:
-    """A raw driver row in the form SQLAlchemy's column types would have given."""
-    for key in ("customer_attributes", "metadata"):
-        m[key] = _json(m[key])
-    for key in ("expires_at", "created_at", "updated_at", "notified_at"):
-        if m[key] is not None:
-            m[key] = from_micros(int(m[key]))
-    m["auto_resubscribe"] = bool(m["auto_resubscribe"])
-    return m
-
-
-def _sub(m: Any, codes: bool = True, stored: bool = False) -> Subscription:
-    """A subscription from a row; `codes` when the row carries sku_code and scope_code,
-    `stored` when it comes straight from the driver."""
-    if stored:
-        m = _stored(m)
+def _sub(m: Any) -> Subscription:
+    """A subscription from a SQLAlchemy row mapping that carries sku_code and scope_code.
+    (Rows straight from the driver: `_from_driver_row`.)"""
     return Subscription(
         id=m["id"], item_id=m["item_id"], scope=Scope.from_key(m["scope_key"]),
         threshold=m["threshold"], status=Status(m["status"]),
@@ -98,8 +85,7 @@ def _sub(m: Any, codes: bool = True, stored: bool = False) -> Subscription:
         reference=m["reference"], reference_origin=m["reference_origin"],
         metadata=m["metadata"] or {}, created_at=m["created_at"], updated_at=m["updated_at"],
         notified_at=m["notified_at"], notify_count=m["notify_count"], pk=m["pk"],
-        sku_code=m["sku_code"] if codes else None,
-        scope_code=m["scope_code"] if codes else None,
+        sku_code=m["sku_code"], scope_code=m["scope_code"],
     )
 
 
@@ -124,9 +110,9 @@ def _when(micros: Any) -> datetime | None:
 
 
 def _from_driver_row(row: Sequence[Any]) -> Subscription:
-    """A subscription from a raw driver row in `_ROW` order (what `_sub(_stored(...))` gives,
-    read by position: a restock loads up to 100,000 of them, and a dict per row, the enum
-    call and a Scope per row cost a third of it)."""
+    """A subscription from a raw driver row in `_ROW` order (JSON as text, times as integer
+    micro-seconds), read by position: a restock loads up to 100,000 of them, and a dict per
+    row, the enum call and a Scope per row cost a third of it."""
     (pk, sub_id, _account, _mode, item_id, scope_key, threshold, status, email, external_id,
      first_name, last_name, attributes, auto_resubscribe, expires_at, reference,
      reference_origin, metadata, notify_count, notified_at, created_at, updated_at) = row
