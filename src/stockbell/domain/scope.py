@@ -26,10 +26,7 @@ class Scope:
 
     @staticmethod
     def from_key(key: str) -> Scope:
-        if key == "*":
-            return ALL
-        tag, _, ref = key.partition(":")
-        return Scope(ScopeKind.LOCATION if tag == "L" else ScopeKind.MARKET, int(ref))
+        return _from_key(key)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -40,6 +37,16 @@ def _key(kind: ScopeKind, ref: int | None) -> str:
 
 
 ALL = Scope(ScopeKind.ALL)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_key(key: str) -> Scope:
+    """Memoised (scopes are immutable values): a restock reads the scope key of every
+    subscription it fires, 100,000 rows sharing a handful of keys."""
+    if key == "*":
+        return ALL
+    tag, _, ref = key.partition(":")
+    return Scope(ScopeKind.LOCATION if tag == "L" else ScopeKind.MARKET, int(ref))
 
 
 @functools.lru_cache(maxsize=4096)

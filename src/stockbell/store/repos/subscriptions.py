@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -99,12 +98,6 @@ assert _ROW == _UNPACKED, f"subscriptions columns changed: update _from_driver_r
 _STATUSES = {st.value: st for st in Status}
 
 
-@functools.lru_cache(maxsize=4096)
-def _scope(key: str) -> Scope:
-    """Scopes are immutable values: the rows of one restock share a handful of them."""
-    return Scope.from_key(key)
-
-
 def _when(micros: Any) -> datetime | None:
     return None if micros is None else from_micros(int(micros))
 
@@ -112,12 +105,12 @@ def _when(micros: Any) -> datetime | None:
 def _from_driver_row(row: Sequence[Any]) -> Subscription:
     """A subscription from a raw driver row in `_ROW` order (JSON as text, times as integer
     micro-seconds), read by position: a restock loads up to 100,000 of them, and a dict per
-    row, the enum call and a Scope per row cost a third of it."""
+    row and the enum call per row cost a third of it."""
     (pk, sub_id, _account, _mode, item_id, scope_key, threshold, status, email, external_id,
      first_name, last_name, attributes, auto_resubscribe, expires_at, reference,
      reference_origin, metadata, notify_count, notified_at, created_at, updated_at) = row
     return Subscription(
-        id=sub_id, item_id=item_id, scope=_scope(scope_key), threshold=threshold,
+        id=sub_id, item_id=item_id, scope=Scope.from_key(scope_key), threshold=threshold,
         status=_STATUSES[status],
         customer=Customer(email, external_id, first_name, last_name, _json(attributes) or {}),
         auto_resubscribe=bool(auto_resubscribe), expires_at=_when(expires_at),
