@@ -16,6 +16,8 @@ from standardwebhooks.webhooks import Webhook
 
 from stockbell.delivery.formats import native
 from stockbell.delivery.signing import signature_header
+from stockbell.domain.events import Event
+from stockbell.domain.webhooks import Endpoint
 from stockbell.store.types import json_text, json_value
 
 json_values = st.recursive(
@@ -88,3 +90,63 @@ def test_stored_json_edge_cases_read_as_json_loads() -> None:
                  "18446744073709551615", "-0", "1e400", "NaN", '"\\ud800"', '{"a":1,"a":2}',
                  "[0.1,1e-7,5e-324]", '{"big":[1,123456789012345678901234567890]}']:
         assert repr(json_value(text)) == repr(json.loads(text)), text
+
+
+json_objects = st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=8), json_values,
+                               max_size=5)
+
+
+def _event(data: Any) -> Event:
+    at = datetime(2026, 12, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    return Event("back_in_stock", at, data, item_id=7, sequence=3, id="evt_1", created_at=at)
+
+
+def _stored(text: str) -> Event:
+    at = datetime(2026, 12, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    return Event.stored("back_in_stock", at, text, json_value, item_id=7, sequence=3,
+                        id="evt_1", created_at=at)
+
+
+@given(json_objects)
+def test_a_stored_payload_is_sent_as_the_body_its_decoded_value_gives(value: Any) -> None:
+    """The native body of an event read back from the store (its payload still as stored
+    text, embedded as it is where it can be) is the body its decoded payload gives."""
+    endpoint = Endpoint("we_1", "https://example.com/hook", "whsec_MTIz")
+    for text in (json_text(value), json.dumps(value)):
+        expected = native.render(_event(json.loads(text)), endpoint)
+        assert native.render(_stored(text), endpoint) == expected
+        assert json.loads(expected[1])["data"] == json.loads(text)
+
+
+@given(json_objects)
+def test_only_text_that_reads_and_writes_back_the_same_is_embedded_as_is(value: Any) -> None:
+    text = json_text(value)
+    if native.embeds_as_is(text):
+        assert json.dumps(json.loads(text), separators=(",", ":")) == text
+
+
+def test_embedded_as_is_in_the_common_case_and_not_where_json_dumps_differs() -> None:
+    assert native.embeds_as_is(json_text({"sku": "SKU-1", "availability": "5", "n": 1}))
+    for value in [{"big": 2**70}, {"t": "é"}, {"x": 1e-7}, {"s": "\x7f"}, {"a": "x: y"}]:
+        assert not native.embeds_as_is(json_text(value)), value
+
+
+def test_a_stored_event_decodes_its_payload_once_when_read() -> None:
+    decoded: list[str] = []
+
+    def decode(text: str) -> Any:
+        decoded.append(text)
+        return json.loads(text)
+
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    event = Event.stored("webhook.test", at, '{"a":1}', decode, id="evt_2")
+    assert event.stored_text == '{"a":1}'
+    assert decoded == []
+    assert event.data == {"a": 1}
+    assert event.data == {"a": 1}
+    assert decoded == ['{"a":1}']
+    assert event.stored_text is None  # read, so possibly changed: data is the truth now
+    assert event == Event("webhook.test", at, {"a": 1}, id="evt_2")
+    event.data = {"b": 2}
+    assert event.data == {"b": 2}
+    assert event.stored_text is None

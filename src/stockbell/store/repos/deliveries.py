@@ -73,7 +73,7 @@ WHERE d.pk IN (
         FOR UPDATE OF deliveries SKIP LOCKED)
   AND e.id = d.event_id
 RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
-          e.data, e.sequence, e.item_id, e.pk
+          e.data::text, e.sequence, e.item_id, e.pk
 """
 
 # SET LOCAL for both, as one statement that also begins the transaction (one round trip).
@@ -214,8 +214,7 @@ class SqlDeliveries:
             rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             raw = await driver(self.conn)
-            rows = [(*r[:8], json_value(r[8]), *r[9:])
-                    for r in await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit))]
+            rows = list(await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit)))
             if rows:
                 leased = await raw.execute(_SQLITE_LEASE, (
                     to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()))
@@ -235,8 +234,9 @@ class SqlDeliveries:
                                                                   from_micros(occurred_at))
             created = times.get(created_at) or times.setdefault(created_at,
                                                                  from_micros(created_at))
-            event = Event(etype, occurred, data, item_id=item_id, sequence=sequence,
-                          id=event_id, created_at=created, pk=event_pk)
+            # The payload stays text until a format reads it (the native one never does).
+            event = Event.stored(etype, occurred, data, json_value, item_id=item_id,
+                                 sequence=sequence, id=event_id, created_at=created, pk=event_pk)
             out.append(Claimed(pk, delivery_id, attempts, endpoint, event, lease_until))
         return out
 
