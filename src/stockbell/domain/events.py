@@ -29,7 +29,8 @@ class Event:
     """One observable fact. `data` is its JSON payload; an event read back from the store to
     be sent keeps that payload as the stored text until something reads `data` (see
     `stored`): the native format embeds the text as it is, so most deliveries never decode
-    their event's payload only to encode it again."""
+    their event's payload only to encode it again. (A plain class, not a dataclass, because
+    `data` is that property.)"""
 
     __slots__ = (
         "_data",
@@ -97,7 +98,7 @@ class Event:
             return NotImplemented
         return self._fields() == other._fields()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared by value, not hashable
 
     def __repr__(self) -> str:
         return (f"Event(type={self.type!r}, occurred_at={self.occurred_at!r}, "
