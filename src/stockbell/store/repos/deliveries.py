@@ -95,19 +95,22 @@ WHERE d.pk IN (
 """
 _SQLITE_LEASE = "UPDATE deliveries SET lease_until = ? WHERE pk IN (SELECT value FROM json_each(?))"
 
-# Results are written a batch at a time: on PostgreSQL one statement per batch, the rows
-# passed as one JSON parameter (written by orjson in one call; asyncpg would inspect every
-# element of every array parameter); on SQLite one executemany.
+# Results are written a batch at a time, one statement per batch, the rows passed as one JSON
+# parameter (written by orjson in one call). On PostgreSQL asyncpg would otherwise inspect
+# every element of every array parameter; on SQLite an executemany takes the GIL back for
+# every row, competing with the requests the same process is sending, where one statement
+# runs its whole batch in SQLite's C code without it.
 _PG_ADD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
 SELECT p, t, d, c, e, x
 FROM json_to_recordset($1::json) AS a(p bigint, t bigint, d float8, c int, e text, x text)
 """
-_SQLITE_ADD_ATTEMPT = """
+_SQLITE_ADD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
-VALUES (?, ?, ?, ?, ?, ?)
+SELECT value ->> 'p', value ->> 't', value ->> 'd', value ->> 'c', value ->> 'e', value ->> 'x'
+FROM json_each(?)
 """
 # A result sent under a lease (u.lease) lands only while that lease is still the row's.
 _PG_SETTLE = """
@@ -120,9 +123,12 @@ WHERE d.pk = u.p AND (u.l IS NULL OR d.lease_until = u.l)
 """
 _SQLITE_SETTLE = """
 UPDATE deliveries
-SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?, last_error = ?,
-    lease_until = NULL, updated_at = ?
-WHERE pk = ? AND (? IS NULL OR lease_until = ?)
+SET status = u.s, attempts = u.n, next_attempt_at = u.t, last_status_code = u.c,
+    last_error = u.e, lease_until = NULL, updated_at = ?2
+FROM (SELECT value ->> 'p' AS p, value ->> 's' AS s, value ->> 'n' AS n, value ->> 't' AS t,
+             value ->> 'c' AS c, value ->> 'e' AS e, value ->> 'l' AS l
+      FROM json_each(?1)) AS u
+WHERE deliveries.pk = u.p AND (u.l IS NULL OR deliveries.lease_until = u.l)
 """
 
 
@@ -245,10 +251,11 @@ class SqlDeliveries:
             return
         values = [(pk, to_micros(a.attempted_at), a.duration_ms, a.status_code, a.error,
                    (a.response_excerpt or "")[:EXCERPT_BYTES] or None) for pk, a in rows]
+        raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            await (await driver(self.conn)).execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
+            await raw.execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
         else:
-            await self.conn.exec_driver_sql(_SQLITE_ADD_ATTEMPT, values)
+            await (await raw.execute(_SQLITE_ADD_ATTEMPTS, (_records("ptdcex", values),))).close()
 
     async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
         """Record each delivery's outcome. A result sent under a lease only lands while that
@@ -257,16 +264,13 @@ class SqlDeliveries:
         if not updates:
             return
         at = to_micros(now)
+        values = [(pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
+                  for pk, st, n, nxt, code, err, lease in updates]
+        raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            values = [(pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
-                      for pk, st, n, nxt, code, err, lease in updates]
-            await (await driver(self.conn)).execute(_PG_SETTLE, _records("psntcel", values), at)
+            await raw.execute(_PG_SETTLE, _records("psntcel", values), at)
         else:
-            rows = []
-            for pk, st, n, nxt, code, err, lease in updates:
-                leased = to_micros(lease)
-                rows.append((st.value, n, to_micros(nxt), code, err, at, pk, leased, leased))
-            await self.conn.exec_driver_sql(_SQLITE_SETTLE, rows)
+            await (await raw.execute(_SQLITE_SETTLE, (_records("psntcel", values), at))).close()
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 
