@@ -81,9 +81,12 @@ _PG_CLAIM_PLAN = ("SELECT set_config('enable_sort', 'off', true), "
                   "set_config('enable_bitmapscan', 'off', true)")
 
 # SQLite, one writer at a time: read the due rows, then lease them (one statement each).
+# The rows come back as one JSON array (one value: fetching row by row would take the GIL
+# back for every row, from the requests the same process is sending).
 _SQLITE_CLAIM = f"""
-SELECT d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
-       e.data, e.sequence, e.item_id, e.pk
+SELECT json_group_array(json_array(
+       d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
+       e.data, e.sequence, e.item_id, e.pk))
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 WHERE d.pk IN (
         SELECT pk FROM deliveries
@@ -220,7 +223,8 @@ class SqlDeliveries:
             rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             raw = await driver(self.conn)
-            rows = list(await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit)))
+            [(found_rows,)] = await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit))
+            rows = orjson.loads(found_rows)
             if rows:
                 leased = await raw.execute(_SQLITE_LEASE, (
                     to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()))
