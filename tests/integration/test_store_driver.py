@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.catalog import Item, Location
@@ -189,5 +190,39 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_transparently(
         assert second != first
         assert len(runs) == 2  # the first try met the dead connection, the second a new one
         assert await db.run(backend) == second  # and the pool keeps the new one
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_does_not_wait_for_a_write_in_progress_and_may_not_write(
+        db_url: str) -> None:
+    """`SqlDatabase.read` sees the last commit while a write transaction is open (on SQLite
+    it does not queue behind the one writer) and refuses to write on SQLite, where it runs on
+    read-only connections."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["R-1"], [])
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_write(uow: UnitOfWork) -> None:
+            await catalog.upsert_item(uow, tenant, Item(sku_code="R-2", title="not yet"))
+            started.set()
+            await release.wait()
+
+        writer = asyncio.ensure_future(db.run(slow_write))
+        try:
+            await asyncio.wait_for(started.wait(), 10)
+            found = await asyncio.wait_for(db.read(lambda uow: uow.catalog.items_by_sku(
+                tenant, ["R-1", "R-2"])), 5)
+            assert set(found) == {"R-1"}  # the open write is not visible
+        finally:
+            release.set()
+            await writer
+        found = await db.read(lambda uow: uow.catalog.items_by_sku(tenant, ["R-1", "R-2"]))
+        assert set(found) == {"R-1", "R-2"}
+        if db.sqlite:
+            with pytest.raises(OperationalError, match="readonly database"):
+                await db.read(lambda uow: catalog.upsert_item(
+                    uow, tenant, Item(sku_code="R-3", title="refused")))
     finally:
         await db.dispose()

@@ -15,7 +15,7 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {"text/plain": {}}, "description": "Metrics"}})
 async def get_metrics(request: Request) -> Response:
-    depth, oldest = await app_state(request).db.run(
+    depth, oldest = await app_state(request).db.read(
         lambda uow: uow.deliveries.queue_stats(utcnow()))
     metrics.QUEUE_DEPTH.set(depth)
     metrics.OLDEST_PENDING.set(oldest or 0.0)

@@ -198,3 +198,7 @@ class Database(Protocol):
     """Runs a use case in one transaction; commits on success, retries a transient conflict."""
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T: ...
+
+    async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """`work` only reads: it need not wait for writers (SQLite) and may not write."""
+        ...

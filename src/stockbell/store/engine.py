@@ -20,7 +20,10 @@ def is_sqlite(url: str) -> bool:
 _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 
-def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
+                  read_only: bool = False) -> AsyncEngine:
+    """`read_only` (SQLite): connections that refuse writes (`query_only`) and begin deferred
+    transactions, so a reader takes no lock and never waits for the writer."""
     if not is_sqlite(url):
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
@@ -36,12 +39,14 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10) -
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail
         # with SQLITE_BUSY instead of waiting.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

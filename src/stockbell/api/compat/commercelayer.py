@@ -774,7 +774,7 @@ async def list_(request: Request, principal: SecretPrincipal) -> Response:
         total, rows = await _search(uow, principal, q)
         return (total, *await _documents(uow, principal, base, rows, q))
 
-    total, primary, included = await app_state(request).db.run(work)
+    total, primary, included = await app_state(request).db.read(work)
     pages = -(-total // q.size)
     doc: dict[str, Any] = {"data": primary}
     if q.include:
@@ -815,7 +815,7 @@ async def retrieve(sub_id: str, request: Request, principal: SecretPrincipal) ->
         sub = await load(uow, principal, sub_id)
         return _single(*await _documents(uow, principal, base, [sub], q), q)
 
-    return JsonApi(await app_state(request).db.run(work))
+    return JsonApi(await app_state(request).db.read(work))
 
 
 @router.patch("/in_stock_subscriptions/{sub_id}")
@@ -860,7 +860,7 @@ async def relationship(sub_id: str, name: str, request: Request,
         doc["data"] = None if found is None else {"type": found["type"], "id": found["id"]}
         return doc
 
-    return JsonApi(await app_state(request).db.run(work))
+    return JsonApi(await app_state(request).db.read(work))
 
 
 @router.get("/in_stock_subscriptions/{sub_id}/{name}")
@@ -878,13 +878,13 @@ async def related(sub_id: str, name: str, request: Request,
         found = await Related(uow, principal.tenant, _mode(principal), base).get(sub, name)
         return {"data": None if found is None else _sparse(found, q)}
 
-    return JsonApi(await app_state(request).db.run(work))
+    return JsonApi(await app_state(request).db.read(work))
 
 
 async def _one(request: Request,
                find: Callable[[UnitOfWork], Awaitable[dict[str, Any] | None]]) -> Response:
     q = parse_query(request)
-    found = await app_state(request).db.run(find)
+    found = await app_state(request).db.read(find)
     if found is None:
         raise _not_found("The requested resource was not found. Please double-check the "
                          "resource id.")

@@ -384,7 +384,7 @@ async def subscribe(tenant: SecretTenant, request: Request) -> JSONResponse:
 @router.get(PREFIX, response_model=list[TiSubscription], responses=_errors(401, 403),
             summary="TI: the active subscriptions")
 async def list_active(tenant: SecretTenant, request: Request) -> JSONResponse:
-    found = await app_state(request).db.run(lambda uow: _active(uow, tenant, None))
+    found = await app_state(request).db.read(lambda uow: _active(uow, tenant, None))
     return JSONResponse([view(s) for s in found])
 
 

@@ -57,14 +57,14 @@ async def list_items(tenant: SecretTenant, request: Request, sku_code: Filter = 
         "size": size, "width": width, "part_number": part_number,
         "generic_part_number": generic_part_number}.items() if v is not None}
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: catalog.list_items(uow, tenant, filters, page_req))
     return render_page(page, item_view)
 
 
 @router.get("/items/{sku_code}", response_model=ItemOut, tags=["items"], summary="Get an item")
 async def get_item(sku_code: CodePath, tenant: SecretTenant, request: Request) -> dict[str, Any]:
-    item = await app_state(request).db.run(lambda uow: catalog.get_item(uow, tenant, sku_code))
+    item = await app_state(request).db.read(lambda uow: catalog.get_item(uow, tenant, sku_code))
     return item_view(item)
 
 
@@ -83,7 +83,7 @@ async def put_location(code: CodePath, body: LocationIn, tenant: SecretTenant,
 async def list_locations(tenant: SecretTenant, request: Request, cursor: Cursor = None,
                          limit: Limit = 50) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: catalog.list_locations(uow, tenant, page_req))
     return render_page(page, location_view)
 
@@ -91,7 +91,7 @@ async def list_locations(tenant: SecretTenant, request: Request, cursor: Cursor 
 @router.get("/locations/{code}", response_model=LocationOut, tags=["locations"],
             summary="Get a location")
 async def get_location(code: CodePath, tenant: SecretTenant, request: Request) -> dict[str, Any]:
-    found = await app_state(request).db.run(
+    found = await app_state(request).db.read(
         lambda uow: uow.catalog.locations_by_code(tenant, [code]))
     if code not in found:
         raise NotFound(f"location {code!r} does not exist")
@@ -112,7 +112,7 @@ async def put_market(code: CodePath, body: MarketIn, tenant: SecretTenant,
 async def list_markets(tenant: SecretTenant, request: Request, cursor: Cursor = None,
                        limit: Limit = 50) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: catalog.list_markets(uow, tenant, page_req))
     return render_page(page, market_view)
 
@@ -120,5 +120,5 @@ async def list_markets(tenant: SecretTenant, request: Request, cursor: Cursor = 
 @router.get("/markets/{code}", response_model=MarketOut, tags=["markets"],
             summary="Get a market")
 async def get_market(code: CodePath, tenant: SecretTenant, request: Request) -> dict[str, Any]:
-    market = await app_state(request).db.run(lambda uow: catalog.get_market(uow, tenant, code))
+    market = await app_state(request).db.read(lambda uow: catalog.get_market(uow, tenant, code))
     return market_view(market)

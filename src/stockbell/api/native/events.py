@@ -24,6 +24,6 @@ async def list_events(
     created_after: Timestamp | None = None, cursor: Cursor = None, limit: Limit = 50,
 ) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: events.list_events(uow, tenant, type, created_after, page_req))
     return render_page(page, event_view)

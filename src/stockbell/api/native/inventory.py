@@ -60,5 +60,5 @@ async def post_changes(
             summary="Quantities per location and state, and availability per scope")
 async def get_inventory(sku_code: CodePath, tenant: SecretTenant,
                         request: Request) -> dict[str, Any]:
-    return await app_state(request).db.run(
+    return await app_state(request).db.read(
         lambda uow: inventory.inventory_of(uow, tenant, sku_code))

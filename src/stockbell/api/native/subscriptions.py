@@ -53,7 +53,7 @@ async def list_(tenant: SecretTenant, request: Request,
                 sku_code: Annotated[str | None, Query(max_length=200)] = None,
                 cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: subs.list_subscriptions(uow, tenant, status, sku_code, page_req))
     return render_page(page, subscription_view)
 
@@ -61,7 +61,7 @@ async def list_(tenant: SecretTenant, request: Request,
 @router.get("/subscriptions/{sub_id}", response_model=SubscriptionOut,
             summary="Get a subscription")
 async def get(sub_id: SubId, tenant: SecretTenant, request: Request) -> dict[str, Any]:
-    sub = await app_state(request).db.run(lambda uow: subs.get(uow, tenant, sub_id))
+    sub = await app_state(request).db.read(lambda uow: subs.get(uow, tenant, sub_id))
     return subscription_view(sub)
 
 

@@ -51,7 +51,7 @@ async def create(body: EndpointIn, tenant: SecretTenant, request: Request) -> di
 async def list_(tenant: SecretTenant, request: Request, cursor: Cursor = None,
                 limit: Limit = 50) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: svc.list_endpoints(uow, tenant, page_req))
     return render_page(page, svc.endpoint_view)
 
@@ -59,7 +59,7 @@ async def list_(tenant: SecretTenant, request: Request, cursor: Cursor = None,
 @router.get("/webhook-endpoints/{endpoint_id}", response_model=EndpointOut,
             summary="Get an endpoint")
 async def get(endpoint_id: EndpointId, tenant: SecretTenant, request: Request) -> dict[str, Any]:
-    ep = await app_state(request).db.run(lambda uow: svc.get_endpoint(uow, tenant, endpoint_id))
+    ep = await app_state(request).db.read(lambda uow: svc.get_endpoint(uow, tenant, endpoint_id))
     return svc.endpoint_view(ep)
 
 
@@ -101,7 +101,7 @@ async def deliveries(endpoint_id: EndpointId, tenant: SecretTenant, request: Req
                      status: Annotated[str | None, Query(max_length=20)] = None,
                      cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
     page_req = paging(cursor, limit)
-    page = await app_state(request).db.run(
+    page = await app_state(request).db.read(
         lambda uow: svc.list_deliveries(uow, tenant, endpoint_id, status, page_req))
     return render_page(page, svc.delivery_view)
 
@@ -119,7 +119,7 @@ async def replay(endpoint_id: EndpointId, body: ReplayIn, tenant: SecretTenant,
             summary="A delivery and every attempt made")
 async def get_delivery(delivery_id: EndpointId, tenant: SecretTenant,
                        request: Request) -> dict[str, Any]:
-    d = await app_state(request).db.run(lambda uow: svc.get_delivery(uow, tenant, delivery_id))
+    d = await app_state(request).db.read(lambda uow: svc.get_delivery(uow, tenant, delivery_id))
     return svc.delivery_view(d)
 
 
