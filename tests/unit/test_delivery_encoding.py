@@ -150,3 +150,9 @@ def test_a_stored_event_decodes_its_payload_once_when_read() -> None:
     event.data = {"b": 2}
     assert event.data == {"b": 2}
     assert event.stored_text is None
+
+
+def test_printing_a_stored_event_does_not_decode_its_payload() -> None:
+    event = _stored('{"a":1}')
+    assert '{"a":1}' in repr(event)
+    assert event.stored_text == '{"a":1}'

@@ -101,6 +101,8 @@ class Event:
     __hash__ = None  # type: ignore[assignment]  # mutable: compared by value, not hashable
 
     def __repr__(self) -> str:
+        # The stored text while not decoded: printing an event must not change how it is sent.
+        data = self._text if self._data is None else self._data
         return (f"Event(type={self.type!r}, occurred_at={self.occurred_at!r}, "
-                f"data={self.data!r}, item_id={self.item_id!r}, sequence={self.sequence!r}, "
+                f"data={data!r}, item_id={self.item_id!r}, sequence={self.sequence!r}, "
                 f"id={self.id!r}, created_at={self.created_at!r}, pk={self.pk!r})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,7 @@ from stockbell.domain.subscription import Candidate, Customer, Status, Subscript
 from stockbell.service.pagination import PageRequest
 from stockbell.store.repos.bulk import driver, select_by_pks, update_by_pks
 from stockbell.store.tables import items, locations, markets, subscriptions
-from stockbell.store.types import from_micros, json_text, to_micros
+from stockbell.store.types import from_micros, json_text, json_value, to_micros
 
 s = subscriptions
 _ROW = tuple(c.name for c in s.c)
@@ -68,7 +67,7 @@ _SEARCH_OPS: dict[str, Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[b
 def _json(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    return {} if value == "{}" else json.loads(value)  # most customers carry no attributes
+    return {} if value == "{}" else json_value(value)  # most customers carry no attributes
 
 
 def _sub(m: Any) -> Subscription:
