@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -16,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.catalog import Item, Location
 from stockbell.domain.stock import StockLedger
-from stockbell.service import accounts, catalog
+from stockbell.service import accounts, catalog, inventory, webhooks
+from stockbell.service.inventory import ChangeInput
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
 
@@ -224,5 +227,70 @@ async def test_a_read_does_not_wait_for_a_write_in_progress_and_may_not_write(
             with pytest.raises(OperationalError, match="readonly database"):
                 await db.read(lambda uow: catalog.upsert_item(
                     uow, tenant, Item(sku_code="R-3", title="refused")))
+    finally:
+        await db.dispose()
+
+
+async def test_a_small_sqlite_transaction_makes_three_trips_to_the_driver_thread(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite a small unit of work runs its statements on the event loop's thread and
+    sends only BEGIN IMMEDIATE, COMMIT and an open-ended read to aiosqlite's thread
+    (store/repos/bulk.py): each trip costs ~50 us of CPU, and a one-change transaction used to
+    make 18. It still reads and writes what it did: the change, its event and its delivery
+    are all there afterwards."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("aiosqlite's thread: SQLite only")
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["TRIP"], ["L1"])
+        await db.run(lambda uow: webhooks.create_endpoint(
+            uow, tenant, "http://127.0.0.1:9/hook", None, None, True, "native"))
+        trips: list[str] = []
+        real = aiosqlite.Connection._execute
+
+        async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+            trips.append(str(args[0])[:20] if args else getattr(fn, "__name__", "?"))
+            return await real(self, fn, *args, **kw)
+
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        change = [ChangeInput("count", "TRIP", "L1", "7", "IN_STOCK")]
+        [result] = await db.run(lambda uow: inventory.apply_grouped(uow, tenant, [change]))
+        # The stock rose, so the rule looked for subscriptions to fire: that query's result
+        # may be 100,000 rows, so it alone of the statements goes to the thread.
+        assert trips == ["BEGIN IMMEDIATE", "SELECT s.pk, s.item_", "commit"]
+        monkeypatch.undo()
+        assert not isinstance(result, Exception)
+        assert result["applied"] == 1
+        found = await db.read(lambda uow: inventory.inventory_of(uow, tenant, "TRIP"))
+        assert found["locations"] == [{"location": "L1", "quantities": {"IN_STOCK": "7"}}]
+        async with db.engine.connect() as conn:
+            n_events, n_deliveries = (await conn.exec_driver_sql(
+                "SELECT (SELECT count(*) FROM events WHERE account_id = ?),"
+                " (SELECT count(*) FROM deliveries WHERE account_id = ?)",
+                (tenant.account_id, tenant.account_id))).one()
+        assert (n_events, n_deliveries) == (1, 1)
+    finally:
+        await db.dispose()
+
+
+async def test_a_transaction_the_pool_gets_back_open_is_rolled_back(db_url: str) -> None:
+    """SQLite connections go back to the pool without SQLAlchemy's ROLLBACK (every unit of
+    work ends its transaction; the ROLLBACK was one more trip per transaction), but one left
+    open behind SQLAlchemy's back is still rolled back: its write is gone and its lock free."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the pool's reset on SQLite")
+    db = SqlDatabase(db_url)
+    try:
+        async with db.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            await raw.execute_fetchall("BEGIN IMMEDIATE")
+            await raw.execute_fetchall(
+                "INSERT INTO server_secrets (name, value) VALUES ('left-open', 'x')")
+        tenant = await asyncio.wait_for(_tenant(db, ["AFTER"], []), 10)  # the lock is free
+        assert tenant.account_id
+        async with db.engine.connect() as conn:
+            left = (await conn.exec_driver_sql(
+                "SELECT count(*) FROM server_secrets WHERE name = 'left-open'")).scalar_one()
+        assert left == 0
     finally:
         await db.dispose()

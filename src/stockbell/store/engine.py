@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 from stockbell.store.types import json_text, json_value
 
@@ -20,6 +21,14 @@ def is_sqlite(url: str) -> bool:
 _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 
+def sqlite3_of(raw: Any) -> Any:
+    """The sqlite3 connection under an aiosqlite one (`Connection._conn`; aiosqlite is pinned
+    in pyproject.toml), for statements run on the event loop's own thread. Safe because a
+    connection never has two statements in flight (a unit of work awaits each before the
+    next) and its connections are opened with check_same_thread off."""
+    return raw._conn
+
+
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
                   read_only: bool = False) -> AsyncEngine:
     """`read_only` (SQLite): connections that refuse writes (`query_only`) and begin deferred
@@ -28,7 +37,17 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
         return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **_JSON)
-    engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
+    # check_same_thread off: small statements run on the event loop's thread, between the
+    # trips to aiosqlite's (see store/repos/bulk.py). No reset on return to the pool: every
+    # unit of work ends its transaction, and the ROLLBACK that SQLAlchemy would send anyway
+    # is one more trip per transaction; `_on_reset` still rolls back one left open.
+    engine = create_async_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                 pool_reset_on_return=None, **_JSON)
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_conn: Any, _record: Any, state: Any) -> None:
+        if state.asyncio_safe and dbapi_conn.driver_connection.in_transaction:
+            dbapi_conn.rollback()
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -45,8 +64,15 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail
-        # with SQLITE_BUSY instead of waiting.
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # Sent straight to the driver: through SQLAlchemy a statement is three trips to
+        # aiosqlite's thread (cursor, execute, close).
+        raw = conn.connection.driver_connection
+        if read_only:  # a deferred BEGIN takes no lock, so it never waits: run it here
+            sqlite3_of(raw).execute("BEGIN")
+        else:
+            # Take the write lock up front: a deferred transaction that later writes can
+            # fail with SQLITE_BUSY instead of waiting. It may wait for another process, so
+            # it waits in aiosqlite's thread, not here.
+            await_(raw.execute_fetchall("BEGIN IMMEDIATE"))
 
     return engine

@@ -21,8 +21,8 @@ from stockbell.domain.webhooks import Attempt, Delivery, DeliveryStatus, Endpoin
 from stockbell.service.ids import new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
-from stockbell.store.repos.bulk import driver, insert_rows
-from stockbell.store.repos.webhooks import endpoint_of
+from stockbell.store.repos.bulk import INLINE_KEYS, driver, insert_rows, sqlite_rows
+from stockbell.store.repos.webhooks import endpoints_by_pks
 from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
 from stockbell.store.tables import events as ev
@@ -223,16 +223,16 @@ class SqlDeliveries:
             rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             raw = await driver(self.conn)
-            [(found_rows,)] = await raw.execute_fetchall(_SQLITE_CLAIM, (to_micros(now), limit))
+            [(found_rows,)] = await sqlite_rows(raw, _SQLITE_CLAIM, (to_micros(now), limit),
+                                                inline=limit <= INLINE_KEYS)
             rows = orjson.loads(found_rows)
             if rows:
-                leased = await raw.execute(_SQLITE_LEASE, (
-                    to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()))
-                await leased.close()
+                await sqlite_rows(raw, _SQLITE_LEASE, (
+                    to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()),
+                    inline=len(rows) <= INLINE_KEYS)
         if not rows:
             return []
-        found = await self.conn.execute(sa.select(we).where(we.c.pk.in_({r[3] for r in rows})))
-        endpoints = {e.pk: endpoint_of(e._mapping) for e in found}
+        endpoints = await endpoints_by_pks(self.conn, (r[3] for r in rows))
         out = []
         times: dict[int, datetime] = {}  # a fan-out's events share their timestamps
         for (pk, delivery_id, attempts, endpoint_pk, event_id, etype, occurred_at, created_at,
@@ -259,7 +259,8 @@ class SqlDeliveries:
         if self.conn.dialect.name == "postgresql":
             await raw.execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
         else:
-            await (await raw.execute(_SQLITE_ADD_ATTEMPTS, (_records("ptdcex", values),))).close()
+            await sqlite_rows(raw, _SQLITE_ADD_ATTEMPTS, (_records("ptdcex", values),),
+                              inline=len(values) <= INLINE_KEYS)
 
     async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
         """Record each delivery's outcome. A result sent under a lease only lands while that
@@ -274,7 +275,8 @@ class SqlDeliveries:
         if self.conn.dialect.name == "postgresql":
             await raw.execute(_PG_SETTLE, _records("psntcel", values), at)
         else:
-            await (await raw.execute(_SQLITE_SETTLE, (_records("psntcel", values), at))).close()
+            await sqlite_rows(raw, _SQLITE_SETTLE, (_records("psntcel", values), at),
+                              inline=len(values) <= INLINE_KEYS)
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 

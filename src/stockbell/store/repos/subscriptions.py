@@ -13,7 +13,7 @@ from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.scope import Scope
 from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.service.pagination import PageRequest
-from stockbell.store.repos.bulk import driver, select_by_pks, update_by_pks
+from stockbell.store.repos.bulk import driver, select_by_pks, sqlite_rows, update_by_pks
 from stockbell.store.tables import items, locations, markets, subscriptions
 from stockbell.store.types import from_micros, json_text, json_value, to_micros
 
@@ -218,11 +218,9 @@ class SqlSubscriptions:
             rows = await raw.fetch(_CANDIDATES_PG, *(list(col) for col in zip(*windows,
                                                                             strict=True)))
         else:
-            cursor = await raw.execute(_CANDIDATES_SQLITE, (json_text(windows),))
-            try:
-                rows = await cursor.fetchall()
-            finally:
-                await cursor.close()
+            # In aiosqlite's thread: a restock's windows may match 100,000 subscriptions.
+            rows = await sqlite_rows(raw, _CANDIDATES_SQLITE, (json_text(windows),),
+                                     inline=False)
         return [Candidate(pk, item_id, key, threshold,
                           None if expires is None else from_micros(int(expires)),
                           bool(auto), notify_count)
