@@ -273,6 +273,41 @@ async def test_a_small_sqlite_transaction_makes_three_trips_to_the_driver_thread
         await db.dispose()
 
 
+async def test_a_sqlite_read_runs_without_a_trip_to_the_driver_thread(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SqlDatabase.read` on SQLite runs every statement, SQLAlchemy's included, on the event
+    loop's thread (store/inline_sqlite.py): an item's inventory view used to make 13 trips.
+    It reads the same rows, still sees only committed data and still may not write."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("aiosqlite's thread: SQLite only")
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["INL-1"], ["L1", "L2"])
+        change = [ChangeInput("count", "INL-1", "L2", "4", "IN_STOCK")]
+        await db.run(lambda uow: inventory.apply_grouped(uow, tenant, [change]))
+        trips: list[object] = []
+        real = aiosqlite.Connection._execute
+
+        async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+            trips.append(fn)
+            return await real(self, fn, *args, **kw)
+
+        await db.read(lambda uow: uow.catalog.get_item(tenant, "INL-1"))  # a pooled reader
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        item = await db.read(lambda uow: uow.catalog.get_item(tenant, "INL-1"))
+        view = await db.read(lambda uow: inventory.inventory_of(uow, tenant, "INL-1"))
+        assert trips == []
+        monkeypatch.undo()
+        assert item is not None
+        assert (item.title, item.upc) == ("title INL-1", "0123")
+        assert view["locations"] == [{"location": "L2", "quantities": {"IN_STOCK": "4"}}]
+        with pytest.raises(OperationalError, match="readonly database"):
+            await db.read(lambda uow: catalog.upsert_item(uow, tenant, Item(sku_code="INL-2")))
+        assert await db.read(lambda uow: uow.catalog.get_item(tenant, "INL-2")) is None
+    finally:
+        await db.dispose()
+
+
 async def test_a_transaction_the_pool_gets_back_open_is_rolled_back(db_url: str) -> None:
     """SQLite connections go back to the pool without SQLAlchemy's ROLLBACK (every unit of
     work ends its transaction; the ROLLBACK was one more trip per transaction), but one left

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
 
+from stockbell.store.inline_sqlite import inline_dbapi, sqlite3_of
 from stockbell.store.types import json_text, json_value
 
 
@@ -21,18 +22,11 @@ def is_sqlite(url: str) -> bool:
 _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 
-def sqlite3_of(raw: Any) -> Any:
-    """The sqlite3 connection under an aiosqlite one (`Connection._conn`; aiosqlite is pinned
-    in pyproject.toml), for statements run on the event loop's own thread. Safe because a
-    connection never has two statements in flight (a unit of work awaits each before the
-    next) and its connections are opened with check_same_thread off."""
-    return raw._conn
-
-
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
                   read_only: bool = False) -> AsyncEngine:
-    """`read_only` (SQLite): connections that refuse writes (`query_only`) and begin deferred
-    transactions, so a reader takes no lock and never waits for the writer."""
+    """`read_only` (SQLite): connections that refuse writes (`query_only`), begin deferred
+    transactions, so a reader takes no lock and never waits for the writer, and run their
+    statements on the event loop's thread (store/inline_sqlite.py)."""
     if not is_sqlite(url):
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
@@ -42,7 +36,8 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
     # unit of work ends its transaction, and the ROLLBACK that SQLAlchemy would send anyway
     # is one more trip per transaction; `_on_reset` still rolls back one left open.
     engine = create_async_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                                 pool_reset_on_return=None, **_JSON)
+                                 pool_reset_on_return=None,
+                                 **({"module": inline_dbapi()} if read_only else {}), **_JSON)
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stockbell.store.engine import sqlite3_of
+from stockbell.store.inline_sqlite import sqlite3_of
 from stockbell.store.types import json_text
 
 # Where a SQLite statement runs: here for up to INLINE_ROWS rows (an executemany) or
