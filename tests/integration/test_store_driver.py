@@ -22,6 +22,7 @@ from stockbell.service import accounts, catalog, inventory, webhooks
 from stockbell.service.inventory import ChangeInput
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
+from stockbell.store.repos.webhooks import endpoints_by_pks
 
 T0 = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -304,6 +305,35 @@ async def test_a_sqlite_read_runs_without_a_trip_to_the_driver_thread(
         with pytest.raises(OperationalError, match="readonly database"):
             await db.read(lambda uow: catalog.upsert_item(uow, tenant, Item(sku_code="INL-2")))
         assert await db.read(lambda uow: uow.catalog.get_item(tenant, "INL-2")) is None
+    finally:
+        await db.dispose()
+
+
+async def test_endpoints_read_through_the_driver_match_the_sqlalchemy_read(db_url: str) -> None:
+    """The endpoints every restock and claim read through the driver (`enabled`,
+    `endpoints_by_pks`) are exactly those SQLAlchemy's typed read gives: filter list, flags,
+    times, secrets. (A filter left as JSON text would still "match" by substring.)"""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, [], [])
+        filtered = await db.run(lambda uow: webhooks.create_endpoint(
+            uow, tenant, "http://127.0.0.1:9/a", "first", ["back_in_stock"], True, "native"))
+        every = await db.run(lambda uow: webhooks.create_endpoint(
+            uow, tenant, "http://127.0.0.1:9/b", None, None, True, "square"))
+        await db.run(lambda uow: webhooks.create_endpoint(
+            uow, tenant, "http://127.0.0.1:9/c", None, None, False, "native"))
+
+        async def both(uow: UnitOfWork) -> tuple[list[Any], list[Any], dict[int, Any]]:
+            typed = [await uow.webhooks.get(tenant, e.id) for e in (filtered, every)]
+            enabled = await uow.webhooks.enabled(tenant)
+            by_pk = await endpoints_by_pks(uow.conn, [e.pk or 0 for e in enabled])
+            return typed, enabled, by_pk
+
+        typed, enabled, by_pk = await db.read(both)
+        assert enabled == typed  # the disabled one is left out, in pk order
+        assert enabled[0].event_types == ["back_in_stock"]
+        assert enabled[1].event_types is None
+        assert by_pk == {e.pk: e for e in typed}
     finally:
         await db.dispose()
 

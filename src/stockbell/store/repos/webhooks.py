@@ -34,8 +34,9 @@ def endpoint_of(m: Any) -> Endpoint:
 
 
 # The endpoint columns in storage form, for the two reads that every restock and every claim
-# make (`enabled`, `by_pks`): sent through the driver, they skip SQLAlchemy's statement and
-# row work (on SQLite, four trips to aiosqlite's thread instead of none).
+# make (`SqlWebhooks.enabled`, `endpoints_by_pks`): sent through the driver, they skip
+# SQLAlchemy's statement and row work (on SQLite, four trips to aiosqlite's thread instead
+# of none).
 _COLUMNS = tuple(c.name for c in we.columns)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM webhook_endpoints"
 _TIMES = ("previous_secret_expires_at", "failing_since", "created_at", "updated_at")
