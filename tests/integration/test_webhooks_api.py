@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -348,6 +348,34 @@ def test_replay_resends_every_event_since_a_time(shop: Tenant) -> None:
     assert len({d["id"] for d in ds}) == 4
     assert total == 4
     assert_problem(shop.post(f"/v1/webhook-endpoints/{ep['id']}/replay", json={}), 422)
+
+
+def test_replay_leaves_out_test_sends(shop: Tenant) -> None:
+    """A test send is a one-off ping of one endpoint, not part of the event stream: replaying
+    an endpoint that takes every type re-sends the business events since then, not the test
+    events of this or any other endpoint."""
+    with Receiver() as rx:
+        everything = endpoint(shop, rx.url())
+        other = endpoint(shop, rx.url() + "?other")
+        since = datetime.now(UTC).isoformat()
+        time.sleep(0.01)
+        for ep in (everything, other):
+            r = shop.post(f"/v1/webhook-endpoints/{ep['id']}/test")
+            assert r.status_code == 200, r.text
+        count(shop, 3)
+        rx.wait_for(4)  # two test sends, the count to each endpoint
+        for ep in (everything, other):
+            for d in deliveries(shop, ep["id"]):
+                settled(shop, d["id"])
+        tests = {e["id"] for e in events(shop, "webhook.test")}
+        assert len(tests) == 2
+        r = shop.post(f"/v1/webhook-endpoints/{everything['id']}/replay", json={"since": since})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"queued": 1}
+        [again] = rx.wait_for(5)[4:]
+    [counted] = events(shop, "inventory.count.updated")
+    assert again.id == counted["id"]
+    assert again.id not in tests
 
 
 # --- the test send ---------------------------------------------------------------------------
