@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.events import Event
-from stockbell.domain.webhooks import WEBHOOK_TEST, Attempt, Delivery, DeliveryStatus, Endpoint
+from stockbell.domain.webhooks import (
+    NOT_REPLAYED,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+)
 from stockbell.service.ids import new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
@@ -197,7 +203,7 @@ class SqlDeliveries:
         stmt = sa.select(ev.c.id, ev.c.type, ev.c.data).where(
             ev.c.account_id == tenant.account_id, ev.c.mode == tenant.mode.value,
             ev.c.created_at >= since,
-            ev.c.type != WEBHOOK_TEST,  # a test send pings one endpoint once; not replayed
+            ev.c.type.not_in(NOT_REPLAYED),
         ).order_by(ev.c.pk)
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
