@@ -28,9 +28,10 @@ from stockbell.store.types import json_text
 # INLINE_KEYS keys or records (one statement over a JSON set), else in aiosqlite's thread.
 # Measured on the dispatcher, claims and settlements of a few hundred rows cost less CPU here
 # than sent to the thread (which takes the GIL back for every row it binds or returns, and
-# every hand-over costs both threads): 130-136 us of the main thread per delivery against
-# 198-217. 2,000 rows (a restock's chunk) stop the event loop for 10-20 ms; the larger
-# statements (a restock's candidates, its 5,000-key status updates) go to the thread.
+# every hand-over costs both threads): 157-188 us of the main thread per delivery against
+# 198-217, in alternated runs. 2,000 rows (a restock's chunk) stop the event loop for
+# 10-20 ms; the larger statements (a restock's candidates, its 5,000-key status updates) go
+# to the thread.
 INLINE_ROWS = 2000
 INLINE_KEYS = 2000
 
