@@ -1,0 +1,166 @@
+"""The floor of bar 4a: one restock's reads and writes with nothing of Stockbell around them.
+
+A restock that fires n subscriptions must, in one transaction, read them, write n
+back_in_stock events and n pending deliveries, and mark the n subscriptions notified
+(DESIGN.md: events and their deliveries are written with their cause). Here the same rows,
+the same event JSON (rendered with orjson) and the same tables and indexes are written by the
+shortest code that can do it: plain sqlite3 on one thread, or asyncpg with COPY, one
+statement per step, no HTTP, no domain objects, no lock or ledger, no restock rule. The
+`fanout` scenario prints it next to Stockbell's restock, measured in the same run on the same
+data, so the bar's absolute 3 s can be read against what the machine allows that day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.env import PG, Env
+
+_SUBS = ("pk, id, customer_email, customer_external_id, customer_first_name, "
+         "customer_last_name, customer_attributes, auto_resubscribe, expires_at, reference, "
+         "reference_origin, metadata, notify_count, created_at, updated_at")
+_ITEM = ("public_id, sku_code, title, variant_title, upc, product_id, variant_id, size, width, "
+         "part_number, generic_part_number, pricing, attributes, created_at, updated_at")
+_EVENT_COLUMNS = ("id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
+                  "created_at", "data")
+_DELIVERY_COLUMNS = ("id", "account_id", "mode", "event_id", "endpoint_pk", "status",
+                     "attempts", "next_attempt_at", "created_at", "updated_at")
+_TEN_YEARS = 10 * 365 * 86_400 * 1_000_000  # micro-seconds
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    return datetime.fromtimestamp(micros / 1e6, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def _ids(prefix: str, n: int) -> list[str]:
+    head = f"{prefix}_{time.time_ns() // 1_000_000:011x}"
+    start = int.from_bytes(os.urandom(6), "big")
+    return [f"{head}{start + i:013x}" for i in range(n)]
+
+
+def _rows(subs: list[Any], item: Any, account_id: int, item_id: int, endpoint_pk: int,
+          now: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The events and deliveries of the fired subscriptions, shaped as Stockbell's."""
+    at = _iso(now)
+    item_view = dict(zip(("id", "sku_code", "title", "variant_title", "upc", "product_id",
+                          "variant_id", "size", "width", "part_number", "generic_part_number",
+                          "pricing", "attributes"), item[:13], strict=True))
+    item_view.update(pricing=_json(item[11]), attributes=_json(item[12]),
+                     created_at=_iso(item[13]), updated_at=_iso(item[14]))
+    scope = {"type": "all", "code": None}
+    event_ids, delivery_ids = _ids("evt", len(subs)), _ids("dlv", len(subs))
+    events, deliveries = [], []
+    for k, (_pk, sub_id, email, external_id, first, last, attributes, auto, expires, ref,
+            origin, metadata, count, created, updated) in enumerate(subs):
+        data = {
+            "subscription_id": sub_id,
+            "subscription": {
+                "id": sub_id, "status": "notified", "sku_code": item[1], "scope": scope,
+                "threshold": "1",
+                "customer": {"email": email, "external_id": external_id, "first_name": first,
+                             "last_name": last, "attributes": _json(attributes)},
+                "auto_resubscribe": bool(auto), "expires_at": _iso(expires), "reference": ref,
+                "reference_origin": origin, "metadata": _json(metadata),
+                "notify_count": count + 1, "notified_at": at, "created_at": _iso(created),
+                "updated_at": _iso(updated),
+            },
+            "item": item_view, "scope": scope, "availability": "5",
+            "previous_availability": "0", "threshold": "1",
+        }
+        events.append((event_ids[k], account_id, "test", "back_in_stock", item_id, k + 1, now,
+                       now, orjson.dumps(data).decode()))
+        # Pending, as a restock's, but due in ten years: on PostgreSQL the floor writes
+        # into the bench's live database, and its deliveries must not be sent.
+        deliveries.append((delivery_ids[k], account_id, "test", event_ids[k], endpoint_pk,
+                           "pending", 0, now + _TEN_YEARS, now, now))
+    return events, deliveries
+
+
+def sqlite_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
+    """Seconds for the floor on a copy of the database (SQLite's backup API, a consistent
+    snapshot even with `serve` running), with Stockbell's pragmas; the copy is removed."""
+    src = sqlite3.connect(env.url.split("///", 1)[1])
+    copy = env.tmp / "floor.db"
+    dst = sqlite3.connect(copy, isolation_level=None)
+    try:
+        src.backup(dst)
+        src.close()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+            dst.execute(f"PRAGMA {pragma}")
+        endpoint_pk = dst.execute("SELECT min(pk) FROM webhook_endpoints").fetchone()[0]
+        os.sync()
+        t0 = time.perf_counter()
+        dst.execute("BEGIN IMMEDIATE")
+        subs = dst.execute(f"SELECT {_SUBS} FROM subscriptions WHERE item_id = ? "
+                           "AND scope_key = '*' AND status = 'active' ORDER BY pk",
+                           (item_id,)).fetchall()
+        item = dst.execute(f"SELECT {_ITEM} FROM items WHERE id = ?", (item_id,)).fetchone()
+        events, deliveries = _rows(subs, item, account_id, item_id, endpoint_pk,
+                                   int(time.time() * 1e6))
+        dst.executemany(f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})", events)
+        dst.executemany(f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})", deliveries)
+        dst.execute("UPDATE subscriptions SET status = 'notified', notify_count = "
+                    "notify_count + 1, notified_at = ?1, updated_at = ?1 "
+                    "WHERE pk IN (SELECT value FROM json_each(?2))",
+                    (events[0][6], orjson.dumps([s[0] for s in subs]).decode()))
+        dst.execute("COMMIT")
+        took = time.perf_counter() - t0
+    finally:
+        dst.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    if len(subs) != n:
+        raise RuntimeError(f"floor: expected {n} subscriptions, read {len(subs)}")
+    return took
+
+
+def postgres_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
+    """Seconds for the floor on an item of its own (seeded like the measured ones), in the
+    bench's database: the same tables and indexes the restock writes to."""
+
+    async def go() -> float:
+        import asyncpg
+
+        conn = await asyncpg.connect(database=env.pg_name, **PG)
+        try:
+            endpoint_pk = await conn.fetchval("SELECT min(pk) FROM webhook_endpoints")
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                subs = await conn.fetch(f"SELECT {_SUBS} FROM subscriptions WHERE item_id = $1 "
+                                        "AND scope_key = '*' AND status = 'active' "
+                                        "ORDER BY pk", item_id)
+                item = await conn.fetchrow(f"SELECT {_ITEM} FROM items WHERE id = $1", item_id)
+                events, deliveries = _rows(subs, item, account_id, item_id, endpoint_pk,
+                                           int(time.time() * 1e6))
+                await conn.copy_records_to_table("events", records=events,
+                                                 columns=list(_EVENT_COLUMNS))
+                await conn.copy_records_to_table("deliveries", records=deliveries,
+                                                 columns=list(_DELIVERY_COLUMNS))
+                await conn.execute("UPDATE subscriptions SET status = 'notified', "
+                                   "notify_count = notify_count + 1, notified_at = $1, "
+                                   "updated_at = $1 WHERE pk = ANY($2::bigint[])",
+                                   events[0][6], [s[0] for s in subs])
+            took = time.perf_counter() - t0
+        finally:
+            await conn.close()
+        if len(subs) != n:
+            raise RuntimeError(f"floor: expected {n} subscriptions, read {len(subs)}")
+        return took
+
+    return asyncio.run(go())
