@@ -27,7 +27,13 @@ from stockbell.domain.webhooks import (
 from stockbell.service.ids import new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
-from stockbell.store.repos.bulk import INLINE_KEYS, driver, insert_rows, sqlite_rows
+from stockbell.store.repos.bulk import (
+    INLINE_KEYS,
+    driver,
+    insert_rows,
+    sqlite_many,
+    sqlite_rows,
+)
 from stockbell.store.repos.webhooks import endpoints_by_pks
 from stockbell.store.tables import deliveries as d
 from stockbell.store.tables import delivery_attempts as da
@@ -87,12 +93,12 @@ _PG_CLAIM_PLAN = ("SELECT set_config('enable_sort', 'off', true), "
                   "set_config('enable_bitmapscan', 'off', true)")
 
 # SQLite, one writer at a time: read the due rows, then lease them (one statement each).
-# The rows come back as one JSON array (one value: fetching row by row would take the GIL
-# back for every row, from the requests the same process is sending).
+# Plain rows: read on the event loop's thread (bulk.sqlite_rows), they cost 3.3 us each
+# against 6.2 packed into one JSON array (SQLite escapes each payload into it, orjson reads it
+# back), measured on a claim of 64-256 from 100,000 queued.
 _SQLITE_CLAIM = f"""
-SELECT json_group_array(json_array(
-       d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
-       e.data, e.sequence, e.item_id, e.pk))
+SELECT d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
+       e.data, e.sequence, e.item_id, e.pk
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 WHERE d.pk IN (
         SELECT pk FROM deliveries
@@ -104,11 +110,11 @@ WHERE d.pk IN (
 """
 _SQLITE_LEASE = "UPDATE deliveries SET lease_until = ? WHERE pk IN (SELECT value FROM json_each(?))"
 
-# Results are written a batch at a time, one statement per batch, the rows passed as one JSON
-# parameter (written by orjson in one call). On PostgreSQL asyncpg would otherwise inspect
-# every element of every array parameter; on SQLite an executemany takes the GIL back for
-# every row, competing with the requests the same process is sending, where one statement
-# runs its whole batch in SQLite's C code without it.
+# Results are written a batch at a time. PostgreSQL: one statement per batch, the rows passed
+# as one JSON parameter (written by orjson in one call), since asyncpg would otherwise inspect
+# every element of every array parameter. SQLite: an executemany (bulk.sqlite_many), which
+# runs a batch on the event loop's thread: 2.2 us per attempt row and 5.5 per settled row,
+# against 4.2 and 6.6 for the same batch of 200 as one JSON parameter read by `->>`.
 _PG_ADD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
@@ -118,8 +124,7 @@ FROM json_to_recordset($1::json) AS a(p bigint, t bigint, d float8, c int, e tex
 _SQLITE_ADD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (delivery_pk, attempted_at, duration_ms, status_code, error, response_excerpt)
-SELECT value ->> 'p', value ->> 't', value ->> 'd', value ->> 'c', value ->> 'e', value ->> 'x'
-FROM json_each(?)
+VALUES (?, ?, ?, ?, ?, ?)
 """
 # A result sent under a lease (u.lease) lands only while that lease is still the row's.
 _PG_SETTLE = """
@@ -132,12 +137,9 @@ WHERE d.pk = u.p AND (u.l IS NULL OR d.lease_until = u.l)
 """
 _SQLITE_SETTLE = """
 UPDATE deliveries
-SET status = u.s, attempts = u.n, next_attempt_at = u.t, last_status_code = u.c,
-    last_error = u.e, lease_until = NULL, updated_at = ?2
-FROM (SELECT value ->> 'p' AS p, value ->> 's' AS s, value ->> 'n' AS n, value ->> 't' AS t,
-             value ->> 'c' AS c, value ->> 'e' AS e, value ->> 'l' AS l
-      FROM json_each(?1)) AS u
-WHERE deliveries.pk = u.p AND (u.l IS NULL OR deliveries.lease_until = u.l)
+SET status = ?1, attempts = ?2, next_attempt_at = ?3, last_status_code = ?4,
+    last_error = ?5, lease_until = NULL, updated_at = ?6
+WHERE pk = ?7 AND (?8 IS NULL OR lease_until = ?8)
 """
 
 
@@ -230,9 +232,8 @@ class SqlDeliveries:
             rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             raw = await driver(self.conn)
-            [(found_rows,)] = await sqlite_rows(raw, _SQLITE_CLAIM, (to_micros(now), limit),
-                                                inline=limit <= INLINE_KEYS)
-            rows = orjson.loads(found_rows)
+            rows = await sqlite_rows(raw, _SQLITE_CLAIM, (to_micros(now), limit),
+                                     inline=limit <= INLINE_KEYS)
             if rows:
                 await sqlite_rows(raw, _SQLITE_LEASE, (
                     to_micros(lease_until), orjson.dumps([r[0] for r in rows]).decode()),
@@ -266,8 +267,7 @@ class SqlDeliveries:
         if self.conn.dialect.name == "postgresql":
             await raw.execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
         else:
-            await sqlite_rows(raw, _SQLITE_ADD_ATTEMPTS, (_records("ptdcex", values),),
-                              inline=len(values) <= INLINE_KEYS)
+            await sqlite_many(raw, _SQLITE_ADD_ATTEMPTS, values)
 
     async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
         """Record each delivery's outcome. A result sent under a lease only lands while that
@@ -282,8 +282,9 @@ class SqlDeliveries:
         if self.conn.dialect.name == "postgresql":
             await raw.execute(_PG_SETTLE, _records("psntcel", values), at)
         else:
-            await sqlite_rows(raw, _SQLITE_SETTLE, (_records("psntcel", values), at),
-                              inline=len(values) <= INLINE_KEYS)
+            await sqlite_many(raw, _SQLITE_SETTLE, [(st, n, nxt, code, err, at, pk, lease)
+                                                    for pk, st, n, nxt, code, err, lease
+                                                    in values])
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 
