@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from bench.env import PG, Env
+from stockbell.service.ids import new_ids
 
 _SUBS = ("pk, id, customer_email, customer_external_id, customer_first_name, "
          "customer_last_name, customer_attributes, auto_resubscribe, expires_at, reference, "
@@ -46,12 +47,6 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str) else value
 
 
-def _ids(prefix: str, n: int) -> list[str]:
-    head = f"{prefix}_{time.time_ns() // 1_000_000:011x}"
-    start = int.from_bytes(os.urandom(6), "big")
-    return [f"{head}{start + i:013x}" for i in range(n)]
-
-
 def _rows(subs: list[Any], item: Any, account_id: int, item_id: int, endpoint_pk: int,
           now: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The events and deliveries of the fired subscriptions, shaped as Stockbell's."""
@@ -62,7 +57,8 @@ def _rows(subs: list[Any], item: Any, account_id: int, item_id: int, endpoint_pk
     item_view.update(pricing=_json(item[11]), attributes=_json(item[12]),
                      created_at=_iso(item[13]), updated_at=_iso(item[14]))
     scope = {"type": "all", "code": None}
-    event_ids, delivery_ids = _ids("evt", len(subs)), _ids("dlv", len(subs))
+    # Stockbell's own ids: they sort by time, so the rows land at the end of the id indexes
+    event_ids, delivery_ids = new_ids("evt", len(subs)), new_ids("dlv", len(subs))
     events, deliveries = [], []
     for k, (_pk, sub_id, email, external_id, first, last, attributes, auto, expires, ref,
             origin, metadata, count, created, updated) in enumerate(subs):

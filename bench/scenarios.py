@@ -266,6 +266,7 @@ def subs(db: str, quick: bool) -> Table:
 FLOOR_LABEL = {"sqlite": "floor: same rows, plain sqlite3, one thread",
                "postgres": "floor: same rows, asyncpg COPY, one connection"}
 
+
 async def _wait_received(env: Env, n: int, cap: float) -> dict[str, Any]:
     deadline = time.monotonic() + cap
     last_count, last_change = -1, time.monotonic()

@@ -276,15 +276,15 @@ class SqlDeliveries:
         if not updates:
             return
         at = to_micros(now)
-        values = [(pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
-                  for pk, st, n, nxt, code, err, lease in updates]
         raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            await raw.execute(_PG_SETTLE, _records("psntcel", values), at)
+            await raw.execute(_PG_SETTLE, _records("psntcel", [
+                (pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
+                for pk, st, n, nxt, code, err, lease in updates]), at)
         else:
-            await sqlite_many(raw, _SQLITE_SETTLE, [(st, n, nxt, code, err, at, pk, lease)
-                                                    for pk, st, n, nxt, code, err, lease
-                                                    in values])
+            await sqlite_many(raw, _SQLITE_SETTLE, [
+                (st.value, n, to_micros(nxt), code, err, at, pk, to_micros(lease))
+                for pk, st, n, nxt, code, err, lease in updates])
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
 
