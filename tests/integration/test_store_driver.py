@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from stockbell.domain.accounts import Mode, Tenant
@@ -357,5 +358,29 @@ async def test_a_transaction_the_pool_gets_back_open_is_rolled_back(db_url: str)
             left = (await conn.exec_driver_sql(
                 "SELECT count(*) FROM server_secrets WHERE name = 'left-open'")).scalar_one()
         assert left == 0
+    finally:
+        await db.dispose()
+
+
+async def test_concurrent_units_of_work_reuse_the_pools_connections(db_url: str) -> None:
+    """More units of work at once than the pool holds: they wait for a pooled connection
+    instead of opening one that is closed again when it comes back (overflow). With overflow,
+    32 concurrent reads opened a new connection every two or three reads."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["P-1"], ["L1"])
+        opened: list[int] = []
+        for engine in {db.engine, db._readers or db.engine}:
+            event.listen(engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+        async def read(uow: UnitOfWork) -> None:
+            assert list(await uow.catalog.locations_by_code(tenant, ["L1"])) == ["L1"]
+
+        for _ in range(20):
+            await asyncio.gather(*(db.read(read) for _ in range(32)),
+                                 *(db.run(read) for _ in range(8)))
+        capacity = sum(e.sync_engine.pool.size()
+                       for e in {db.engine, db._readers or db.engine})
+        assert 0 < len(opened) <= capacity
     finally:
         await db.dispose()

@@ -21,6 +21,14 @@ def is_sqlite(url: str) -> bool:
 # exactly what the standard library gives (json_text, json_value).
 _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
+# No overflow connections. SQLAlchemy closes an overflow connection when it is checked in to a
+# full pool, and an async connection is checked in by a task of its own after the unit of work
+# returns: under a steady load of more concurrent units than the pool holds, a new connection
+# was opened every two or three transactions. Measured with 16-32 concurrent reads, CPU per
+# read: PostgreSQL 1.1-1.3 ms against 0.34-0.35 ms without overflow; SQLite 0.9-1.3 ms
+# against 0.18-0.21 ms. Beyond the pool, a unit of work now waits for a connection instead.
+_POOL = {"max_overflow": 0}
+
 
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
                   read_only: bool = False) -> AsyncEngine:
@@ -30,13 +38,14 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
     if not is_sqlite(url):
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **_JSON)
+        # as many connections at most as before, when pool_size more could overflow
+        return create_async_engine(url, pool_size=2 * pool_size, **_POOL, **_JSON)
     # check_same_thread off: small statements run on the event loop's thread, between the
     # trips to aiosqlite's (see store/repos/bulk.py). No reset on return to the pool: every
     # unit of work ends its transaction, and the ROLLBACK that SQLAlchemy would send anyway
     # is one more trip per transaction; `_on_reset` still rolls back one left open.
     engine = create_async_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                                 pool_reset_on_return=None,
+                                 pool_reset_on_return=None, **_POOL,
                                  **({"module": inline_dbapi()} if read_only else {}), **_JSON)
 
     @event.listens_for(engine.sync_engine, "reset")
