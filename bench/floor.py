@@ -16,7 +16,6 @@ import asyncio
 import os
 import sqlite3
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ import orjson
 
 from bench.env import PG, Env
 from stockbell.service.ids import new_ids
+from stockbell.service.views import iso
+from stockbell.store.types import from_micros
 
 _SUBS = ("pk, id, customer_email, customer_external_id, customer_first_name, "
          "customer_last_name, customer_attributes, auto_resubscribe, expires_at, reference, "
@@ -38,9 +39,8 @@ _TEN_YEARS = 10 * 365 * 86_400 * 1_000_000  # micro-seconds
 
 
 def _iso(micros: int | None) -> str | None:
-    if micros is None:
-        return None
-    return datetime.fromtimestamp(micros / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    """Stockbell's own rendering of a stored time, so the events have the same text."""
+    return None if micros is None else iso(from_micros(micros))
 
 
 def _json(value: Any) -> Any:

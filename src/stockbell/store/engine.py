@@ -38,7 +38,7 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
     if not is_sqlite(url):
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
-        # as many connections at most as before, when pool_size more could overflow
+        # twice pool_size: the most it could open before, when pool_size more could overflow
         return create_async_engine(url, pool_size=2 * pool_size, **_POOL, **_JSON)
     # check_same_thread off: small statements run on the event loop's thread, between the
     # trips to aiosqlite's (see store/repos/bulk.py). No reset on return to the pool: every
