@@ -80,6 +80,33 @@ async def test_concurrent_requests_share_commits_and_keep_their_own_answers(db_u
         await db.dispose()
 
 
+async def test_a_request_right_after_an_answer_is_applied_without_waiting_for_another(
+        db_url: str) -> None:
+    """A client that submits again as soon as it has its answer: the drainer that answered
+    it has just found the queue empty and is finishing. The new request must start a
+    drainer of its own; it once waited, forever on a quiet server, for someone else's
+    request to start one."""
+    db = SqlDatabase(db_url)
+    try:
+        async def setup(uow: UnitOfWork) -> Tenant:
+            account_id = await accounts.create_account(uow, f"co-{uuid.uuid4().hex[:12]}")
+            tenant = Tenant(account_id, Mode.TEST)
+            await catalog.upsert_item(uow, tenant, Item(sku_code="A"))
+            await catalog.upsert_location(uow, tenant, Location(code="L1"))
+            return tenant
+
+        tenant = await db.run(setup)
+        coalescer = ChangeCoalescer(db)
+
+        async def one_after_another() -> list[str]:
+            answers = [await coalescer.submit(tenant, plus_one()) for _ in range(5)]
+            return [a["changes"][0]["counts"][0]["quantity"] for a in answers]
+
+        assert await asyncio.wait_for(one_after_another(), 20) == ["1", "2", "3", "4", "5"]
+    finally:
+        await db.dispose()
+
+
 def test_over_http_each_concurrent_request_gets_its_own_status(seeded: Any,
                                                                 server: Server) -> None:
     """Through the real server: 24 requests at once from separate connections, two of them

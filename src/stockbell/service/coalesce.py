@@ -43,9 +43,7 @@ class ChangeCoalescer:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((tenant, inputs, future))
         if len(self._drainers) < self.parallel:
-            drainer = asyncio.create_task(self._drain())
-            self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+            self._drainers.add(asyncio.create_task(self._drain()))
         return await future
 
     def _take(self) -> list[_Entry]:
@@ -65,15 +63,23 @@ class ChangeCoalescer:
         return group
 
     async def _drain(self) -> None:
-        while self._queue:
-            group = self._take()
-            try:
-                await self._run(group)
-            except Exception as exc:  # a bug, not bad input: fail this group, keep draining
-                log.exception("coalesce.group_failed", requests=len(group))
-                for _, _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
+        try:
+            while self._queue:
+                group = self._take()
+                try:
+                    await self._run(group)
+                except Exception as exc:  # a bug, not bad input: fail this group, go on
+                    log.exception("coalesce.group_failed", requests=len(group))
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+        finally:
+            # Deregister in the same step that found the queue empty, not in a done
+            # callback: a request answered by this drainer may submit again before such a
+            # callback runs, see this drainer still counted, and wait for nobody.
+            task = asyncio.current_task()
+            if task is not None:
+                self._drainers.discard(task)
 
     async def _run(self, group: list[_Entry]) -> None:
         tenant = group[0][0]
