@@ -20,6 +20,7 @@ from bench.env import Env, Proc, postgres_cpu_seconds
 from bench.floor import postgres_floor, sqlite_floor
 from bench.peer_scenario import peer
 from bench.report import Row, Table
+from bench.routing import routing
 
 UNIT = 1_000_000  # micro-units per unit of quantity
 
@@ -559,5 +560,5 @@ def memory(db: str, quick: bool) -> Table:
 
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
-    "peer": peer, "memory": memory,
+    "peer": peer, "memory": memory, "routing": routing,
 }

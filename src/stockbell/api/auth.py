@@ -13,11 +13,12 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import jwt
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.state import AppState, app_state
 from stockbell.domain.accounts import Mode, Principal, Tenant
 from stockbell.domain.errors import Forbidden, InvalidInput, Unauthorized
@@ -29,7 +30,7 @@ ISSUER = "stockbell"
 KEY_CACHE_SECONDS = 30.0
 MARKET_SCOPE = re.compile(r"market:(?:(?:id|code):)?([^\x00\s:]{1,200})")
 
-router = APIRouter(tags=["auth"])
+router = Router(tags=["auth"])
 
 
 class TokenOut(BaseModel):

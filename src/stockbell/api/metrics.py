@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stockbell.api.routing import Router
 from stockbell.api.state import app_state
 from stockbell.delivery import metrics
 from stockbell.service.clock import utcnow
 
-router = APIRouter(tags=["operations"])
+router = Router(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",

@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator, Field, ValidationError
 
 from stockbell.api.auth import any_principal, secret_principal
 from stockbell.api.problems import ErrorInfo, register_surface
+from stockbell.api.routing import Router
 from stockbell.api.schemas import Code, Email, JsonIn, Ref, Strict
 from stockbell.api.state import app_state
 from stockbell.delivery.formats import commercelayer as cl
@@ -153,7 +154,7 @@ def negotiate(request: Request) -> None:
                            f"the Content-Type header must be {MEDIA_TYPE}, without parameters")
 
 
-router = APIRouter(prefix="/api", include_in_schema=False, dependencies=[Depends(negotiate)])
+router = Router(prefix="/api", include_in_schema=False, dependencies=[Depends(negotiate)])
 SecretPrincipal = Annotated[Principal, Depends(secret_principal)]
 AnyPrincipal = Annotated[Principal, Depends(any_principal)]
 

@@ -17,12 +17,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.problems import ErrorInfo, register_surface
+from stockbell.api.routing import Router
 from stockbell.api.state import app_state
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.errors import InvalidInput, NotFound, StockbellError
@@ -38,7 +39,7 @@ PATH = "/api/product/inventory"
 BY_UPC = ("upc", "store", "quantity")
 BY_SKU = ("sku", "size", "width", "store", "quantity")
 
-router = APIRouter(tags=["Inventory update (seed 004)"])
+router = Router(tags=["Inventory update (seed 004)"])
 
 
 class UpdateOut(BaseModel):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import (
     BaseModel,
@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from stockbell.api.auth import AnyTenant, SecretTenant
 from stockbell.api.problems import ErrorInfo, register_surface
+from stockbell.api.routing import Router
 from stockbell.api.schemas import Code, Email, JsonIn, LongText, Name
 from stockbell.api.state import app_state
 from stockbell.domain.accounts import Tenant
@@ -47,7 +48,7 @@ LOCATION = "sequenzy"  # where Sequenzy-synced stock lives; created on first use
 METADATA_KEY = "sequenzy"
 MAX_SKU = 200
 
-router = APIRouter(prefix="/api/v1", tags=["sequenzy"])
+router = Router(prefix="/api/v1", tags=["sequenzy"])
 
 
 # --- errors ----------------------------------------------------------------------------------

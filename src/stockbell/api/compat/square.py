@@ -14,12 +14,13 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.problems import ErrorInfo, register_surface
+from stockbell.api.routing import Router
 from stockbell.api.schemas import Code, Quantity, Ref, Timestamp
 from stockbell.api.state import app_state
 from stockbell.domain.errors import InvalidInput, NotFound, StockbellError
@@ -34,7 +35,7 @@ CATALOG_OBJECT_TYPE = "ITEM_VARIATION"
 # Square's idempotency keys live apart from the native API's, so the two never collide.
 KEY_NAMESPACE = "square:"
 
-router = APIRouter(prefix="/v2/inventory", tags=["square"])
+router = Router(prefix="/v2/inventory", tags=["square"])
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -26,12 +26,13 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from stockbell.api.auth import SecretTenant, issue_token
 from stockbell.api.problems import ErrorInfo, register_surface
+from stockbell.api.routing import Router
 from stockbell.api.state import app_state
 from stockbell.delivery.formats.ti import number
 from stockbell.delivery.test_send import send_test
@@ -61,7 +62,7 @@ VALIDATION_CODE = "ERR-TICOM-INV-API-1001"
 SECTION = "inventorySubscription"
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
-router = APIRouter(tags=["TI store inventory subscriptions (seed 000)"])
+router = Router(tags=["TI store inventory subscriptions (seed 000)"])
 
 
 # --- response shapes, for the OpenAPI document ----------------------------------------------

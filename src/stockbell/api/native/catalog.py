@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.native.common import CodePath, Cursor, Limit, paging, render_page
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.schemas import (
     ItemIn,
     ItemOut,
@@ -26,7 +27,7 @@ from stockbell.domain.errors import NotFound
 from stockbell.service import catalog
 from stockbell.service.views import item_view, location_view, market_view
 
-router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+router = Router(prefix="/v1", responses=ERROR_RESPONSES)
 Filter = Annotated[str | None, Query(max_length=200)]
 
 

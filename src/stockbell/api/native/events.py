@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.native.common import Cursor, Limit, paging, render_page
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.schemas import EventPage, Timestamp
 from stockbell.api.state import app_state
 from stockbell.service import events
 from stockbell.service.views import event_view
 
-router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
+router = Router(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
 
 
 @router.get("/events", response_model=EventPage, summary="List events, oldest first")

@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.native.common import CodePath
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.schemas import ChangesIn, CountIn, InventoryOut
 from stockbell.api.schemas import ChangesOut as ChangesOutModel
 from stockbell.api.state import app_state
 from stockbell.service import inventory
 from stockbell.service.inventory import ChangeInput
 
-router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERROR_RESPONSES)
+router = Router(prefix="/v1", tags=["inventory"], responses=ERROR_RESPONSES)
 
 
 class BatchResponse(JSONResponse):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 
 from stockbell.api.auth import AnyTenant, SecretTenant
 from stockbell.api.native.common import Cursor, Limit, paging, render_page
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.schemas import (
     CustomerIn,
     SubscriptionIn,
@@ -21,7 +22,7 @@ from stockbell.domain.subscription import Customer
 from stockbell.service import subscriptions as subs
 from stockbell.service.views import subscription_view
 
-router = APIRouter(prefix="/v1", tags=["subscriptions"], responses=ERROR_RESPONSES)
+router = Router(prefix="/v1", tags=["subscriptions"], responses=ERROR_RESPONSES)
 SubId = Annotated[str, Path(min_length=1, max_length=40)]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 
 from stockbell.api.auth import SecretTenant
 from stockbell.api.native.common import Cursor, Limit, paging, render_page
 from stockbell.api.problems import ERROR_RESPONSES
+from stockbell.api.routing import Router
 from stockbell.api.schemas import (
     DeliveryOut,
     DeliveryPage,
@@ -28,7 +29,7 @@ from stockbell.domain.errors import Unreachable
 from stockbell.domain.webhooks import parse_allow_list
 from stockbell.service import webhooks as svc
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
+router = Router(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
 EndpointId = Annotated[str, Path(min_length=1, max_length=40)]
 
 

@@ -1,0 +1,45 @@
+"""A router that turns a request away by its path's literal prefix before matching routes.
+
+FastAPI (0.163) keeps each included router as a branch and, for every request, asks the
+branches in turn whether one of their routes matches, at about 2 us per route with the
+scope bookkeeping around it, and scans the chosen branch twice. Stockbell has a dozen
+routers and over fifty routes, so a vendor surface's request, matched near the end, paid
+120-130 us of routing alone, as much as a whole bare authenticated request
+(`docs/performance.md`, eighth session). Every Stockbell router is a `Router`: it knows
+the literal part of each of its routes' paths (up to the first `{`) and answers "no match"
+at once to a path that starts with none of them. That is exact: a route's path pattern is
+anchored and begins with that literal text, so no path the guard turns away could have
+matched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette._utils import get_route_path
+from starlette.routing import Match
+from starlette.types import Scope
+
+
+class Router(APIRouter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefixes: tuple[str, ...] = ()
+        self._prefixes_of = -1  # len(self.routes) the prefixes were computed for
+
+    def literal_prefixes(self) -> tuple[str, ...]:
+        """The text before the first path parameter of each route, longest first.
+
+        Routes are only added while the app is built; recomputed if their number changed."""
+        if self._prefixes_of != len(self.routes):
+            found = {getattr(r, "path", "").split("{", 1)[0] for r in self.routes}
+            self._prefixes = tuple(sorted(found, key=len, reverse=True))
+            self._prefixes_of = len(self.routes)
+        return self._prefixes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and not get_route_path(scope).startswith(
+                self.literal_prefixes()):
+            return Match.NONE, {}
+        return super().matches(scope)
