@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from sqlalchemy import event
@@ -28,6 +29,7 @@ _JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 # read: PostgreSQL 1.1-1.3 ms against 0.34-0.35 ms without overflow; SQLite 0.9-1.3 ms
 # against 0.18-0.21 ms. Beyond the pool, a unit of work now waits for a connection instead.
 _POOL = {"max_overflow": 0}
+BUSY_TIMEOUT_MS = 30_000
 
 
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
@@ -59,7 +61,7 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         if read_only:
@@ -75,8 +77,21 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
             sqlite3_of(raw).execute("BEGIN")
         else:
             # Take the write lock up front: a deferred transaction that later writes can
-            # fail with SQLITE_BUSY instead of waiting. It may wait for another process, so
-            # it waits in aiosqlite's thread, not here.
-            await_(raw.execute_fetchall("BEGIN IMMEDIATE"))
+            # fail with SQLITE_BUSY instead of waiting. Tried here first without waiting
+            # (another process rarely holds it: this one queues its own writers); only if it
+            # is held does BEGIN wait, in aiosqlite's thread, not here.
+            # That saves a trip per transaction: 0.1-0.3 ms of CPU, most of it the two
+            # threads waking each other (docs/performance.md, eighth session).
+            inline = sqlite3_of(raw)
+            inline.execute("PRAGMA busy_timeout=0")
+            try:
+                inline.execute("BEGIN IMMEDIATE")
+                held = False
+            except sqlite3.OperationalError:  # SQLITE_BUSY: another connection writes
+                held = True
+            finally:
+                inline.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if held:
+                await_(raw.execute_fetchall("BEGIN IMMEDIATE"))
 
     return engine
