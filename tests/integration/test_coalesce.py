@@ -43,17 +43,19 @@ def plus_one(sku: str = "A") -> list[ChangeInput]:
     return [ChangeInput("adjustment", sku, "L1", "1", from_state="NONE", to_state="IN_STOCK")]
 
 
+async def tenant_with_item_a(uow: UnitOfWork) -> Tenant:
+    """A fresh account with item A and location L1."""
+    account_id = await accounts.create_account(uow, f"co-{uuid.uuid4().hex[:12]}")
+    tenant = Tenant(account_id, Mode.TEST)
+    await catalog.upsert_item(uow, tenant, Item(sku_code="A"))
+    await catalog.upsert_location(uow, tenant, Location(code="L1"))
+    return tenant
+
+
 async def test_concurrent_requests_share_commits_and_keep_their_own_answers(db_url: str) -> None:
     db = SqlDatabase(db_url)
     try:
-        async def setup(uow: UnitOfWork) -> Tenant:
-            account_id = await accounts.create_account(uow, f"co-{uuid.uuid4().hex[:12]}")
-            tenant = Tenant(account_id, Mode.TEST)
-            await catalog.upsert_item(uow, tenant, Item(sku_code="A"))
-            await catalog.upsert_location(uow, tenant, Location(code="L1"))
-            return tenant
-
-        tenant = await db.run(setup)
+        tenant = await db.run(tenant_with_item_a)
         await db.run(lambda uow: subscriptions.subscribe(
             uow, tenant, SubscriptionInput("A", threshold="3")))
         counted = Counted(db)
@@ -88,14 +90,7 @@ async def test_a_request_right_after_an_answer_is_applied_without_waiting_for_an
     request to start one."""
     db = SqlDatabase(db_url)
     try:
-        async def setup(uow: UnitOfWork) -> Tenant:
-            account_id = await accounts.create_account(uow, f"co-{uuid.uuid4().hex[:12]}")
-            tenant = Tenant(account_id, Mode.TEST)
-            await catalog.upsert_item(uow, tenant, Item(sku_code="A"))
-            await catalog.upsert_location(uow, tenant, Location(code="L1"))
-            return tenant
-
-        tenant = await db.run(setup)
+        tenant = await db.run(tenant_with_item_a)
         coalescer = ChangeCoalescer(db)
 
         async def one_after_another() -> list[str]:
