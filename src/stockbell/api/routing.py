@@ -4,12 +4,15 @@ FastAPI (0.163) keeps each included router as a branch and, for every request, a
 branches in turn whether one of their routes matches, at about 2 us per route with the
 scope bookkeeping around it, and scans the chosen branch twice. Stockbell has a dozen
 routers and over fifty routes, so a vendor surface's request, matched near the end, paid
-120-130 us of routing alone, as much as a whole bare authenticated request
-(`docs/performance.md`, eighth session). Every Stockbell router is a `Router`: it knows
-the literal part of each of its routes' paths (up to the first `{`) and answers "no match"
-at once to a path that starts with none of them. That is exact: a route's path pattern is
-anchored and begins with that literal text, so no path the guard turns away could have
-matched.
+96-145 us of routing alone, about as much as a whole bare authenticated request
+(`python -m bench routing`). Every Stockbell router is a `Router`: it knows the literal
+part of each of its routes' paths (up to the first `{`) and answers "no match" at once to a
+path that starts with none of them. That is exact: a route's path pattern is anchored and
+begins with that literal text, so no path the guard turns away could have matched.
+
+A `Router` carries its own prefix (`Router(prefix=...)`) and is included without one:
+`include_router(router, prefix=...)` would put text in front of its paths that the guard
+does not know, and turn every request away (tests/unit/test_routing.py would fail).
 """
 
 from __future__ import annotations
