@@ -21,6 +21,7 @@ from bench.floor import postgres_floor, sqlite_floor
 from bench.peer_scenario import peer
 from bench.report import Row, Table
 from bench.routing import routing
+from bench.txn import txn
 
 UNIT = 1_000_000  # micro-units per unit of quantity
 
@@ -560,5 +561,5 @@ def memory(db: str, quick: bool) -> Table:
 
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
-    "peer": peer, "memory": memory, "routing": routing,
+    "peer": peer, "memory": memory, "routing": routing, "txn": txn,
 }
