@@ -59,18 +59,19 @@ async def _measure(url: str, rounds: int, per_round: int) -> dict[int, dict[str,
             requests = group(size)
             await db.run(lambda uow: apply_grouped(uow, tenant, requests))
 
+        def server() -> float:
+            return 0.0 if db.sqlite else postgres_cpu_seconds()
+
         results: dict[int, dict[str, float]] = {}
         for size in GROUPS:
             for _ in range(max(5, per_round // 10)):  # warm-up
                 await one(size)
             best: dict[str, float] | None = None
             for _ in range(rounds):  # best round: the machine's noise only ever adds
-                r0, p0, w0 = resource.getrusage(resource.RUSAGE_SELF), postgres_cpu_seconds() \
-                    if not db.sqlite else 0.0, time.monotonic()
+                r0, p0, w0 = resource.getrusage(resource.RUSAGE_SELF), server(), time.monotonic()
                 for _ in range(per_round):
                     await one(size)
-                r1, p1, w1 = resource.getrusage(resource.RUSAGE_SELF), postgres_cpu_seconds() \
-                    if not db.sqlite else 0.0, time.monotonic()
+                r1, p1, w1 = resource.getrusage(resource.RUSAGE_SELF), server(), time.monotonic()
                 got = {"user": (r1.ru_utime - r0.ru_utime) / per_round * 1e6,
                        "sys": (r1.ru_stime - r0.ru_stime) / per_round * 1e6,
                        "server": (p1 - p0) / per_round * 1e6,
