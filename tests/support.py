@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from stockbell.api.app import create_app
 from stockbell.config import Settings
@@ -94,12 +95,17 @@ class Tenant:
 class Server:
     """`stockbell`'s real ASGI app under uvicorn in a thread, on a loopback port."""
 
-    def __init__(self, url: str, **settings: Any) -> None:
+    def __init__(self, url: str, *, adjust: Callable[[FastAPI], None] | None = None,
+                 **settings: Any) -> None:
+        """`adjust`: called with the app before it serves (say, to put a route in front)."""
         self.db_url = url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         cfg = Settings(database_url=url, secret_key=SIGNING_KEY, **settings)
-        config = uvicorn.Config(create_app(cfg, migrate_sqlite=False), host="127.0.0.1",
+        app = create_app(cfg, migrate_sqlite=False)
+        if adjust is not None:
+            adjust(app)
+        config = uvicorn.Config(app, host="127.0.0.1",
                                 port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
