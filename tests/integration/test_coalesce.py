@@ -102,6 +102,80 @@ async def test_a_request_right_after_an_answer_is_applied_without_waiting_for_an
         await db.dispose()
 
 
+class InFlight:
+    """The real database, recording how many transactions were in flight at most. Each
+    waits a little before it starts, so that transactions allowed to overlap do."""
+
+    def __init__(self, db: SqlDatabase) -> None:
+        self.db = db
+        self.now = 0
+        self.most = 0
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.01)
+            return await self.db.run(work)
+        finally:
+            self.now -= 1
+
+
+async def test_one_transaction_per_tenant_at_a_time_and_tenants_in_parallel(
+        db_url: str) -> None:
+    """A tenant's requests that arrive while its transaction runs wait for its next group
+    (larger groups, the same fixed cost per transaction); other tenants' groups run
+    alongside, up to `parallel`. Every request is applied, in arrival order per tenant."""
+    db = SqlDatabase(db_url)
+    try:
+        tenants = [await db.run(tenant_with_item_a) for _ in range(3)]
+        one = InFlight(db)
+        coalescer = ChangeCoalescer(one, parallel=4)
+
+        async def burst(tenant: Tenant, n: int) -> list[str]:
+            answers = await asyncio.gather(*(coalescer.submit(tenant, plus_one())
+                                             for _ in range(n)))
+            return [a["changes"][0]["counts"][0]["quantity"] for a in answers]
+
+        async def waves(tenant: Tenant) -> list[str]:
+            running = []
+            for _ in range(3):  # each wave arrives while the previous one's transaction runs
+                running.append(asyncio.ensure_future(burst(tenant, 8)))
+                await asyncio.sleep(0.003)
+            return [q for wave in await asyncio.gather(*running) for q in wave]
+
+        assert await asyncio.wait_for(waves(tenants[0]), 30) == [str(n) for n in range(1, 25)]
+        assert one.most == 1
+
+        many = InFlight(db)
+        coalescer = ChangeCoalescer(many, parallel=4)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(burst(t, 8) for t in tenants)), 30)
+        assert results == [[str(n) for n in range(25, 33)]] + [
+            [str(n) for n in range(1, 9)]] * 2
+        assert many.most == 3
+    finally:
+        await db.dispose()
+
+
+async def test_a_busy_tenant_does_not_hold_up_another(db_url: str) -> None:
+    """parallel=1: a request of tenant B that arrives while A's transaction runs, behind
+    more of A's requests, is still applied (by A's drainer once A's transaction ends)."""
+    db = SqlDatabase(db_url)
+    try:
+        a, b = [await db.run(tenant_with_item_a) for _ in range(2)]
+        coalescer = ChangeCoalescer(InFlight(db), parallel=1)
+        first = asyncio.ensure_future(coalescer.submit(a, plus_one()))
+        await asyncio.sleep(0)  # A's transaction is in flight
+        later = [coalescer.submit(a, plus_one()), coalescer.submit(b, plus_one()),
+                 coalescer.submit(a, plus_one())]
+        answers = await asyncio.wait_for(asyncio.gather(first, *later), 20)
+        assert [x["changes"][0]["counts"][0]["quantity"] for x in answers] == \
+            ["1", "2", "1", "3"]
+    finally:
+        await db.dispose()
+
+
 def test_over_http_each_concurrent_request_gets_its_own_status(seeded: Any,
                                                                 server: Server) -> None:
     """Through the real server: 24 requests at once from separate connections, two of them
