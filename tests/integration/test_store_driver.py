@@ -55,13 +55,20 @@ async def test_catalog_reads_match_the_sqlalchemy_reads(db_url: str) -> None:
         other = await _tenant(db, skus, ["L1"])  # same codes, another account
 
         async def read(uow: UnitOfWork) -> None:
-            by_sku = await uow.catalog.items_by_sku(tenant, [*skus, "NOPE"])
-            assert sorted(by_sku) == sorted(skus)
+            refs = await uow.catalog.item_refs_by_sku(tenant, [*skus, "NOPE"])
+            assert sorted(refs) == sorted(skus)
+            by_id = await uow.catalog.items_by_id(tenant, [r.id for r in refs.values()])
             for sku in skus:
-                assert by_sku[sku] == await uow.catalog.get_item(tenant, sku)
-            assert by_sku["Ä-1"].attributes == {"big": 2**70, "name": "Zoë"}
-            theirs = await uow.catalog.items_by_sku(other, skus)
-            assert {i.id for i in theirs.values()}.isdisjoint(i.id for i in by_sku.values())
+                item = await uow.catalog.get_item(tenant, sku)
+                assert item is not None
+                assert (refs[sku].id, refs[sku].public_id, refs[sku].sku_code) == (
+                    item.id, item.public_id, sku)
+                assert by_id[refs[sku].id] == item
+            assert by_id[refs["Ä-1"].id].attributes == {"big": 2**70, "name": "Zoë"}
+            theirs = await uow.catalog.item_refs_by_sku(other, skus)
+            assert {i.id for i in theirs.values()}.isdisjoint(i.id for i in refs.values())
+            # another tenant's ids read nothing
+            assert await uow.catalog.items_by_id(other, [r.id for r in refs.values()]) == {}
 
             locs = await uow.catalog.locations_by_code(tenant, ["L1", "L2", "L3"])
             assert sorted(locs) == ["L1", "L2"]
@@ -78,9 +85,9 @@ async def test_sequences_advance_by_each_items_count(db_url: str) -> None:
     db = SqlDatabase(db_url)
     try:
         tenant = await _tenant(db, [f"S-{i}" for i in range(40)], [])
-        ids = await db.run(lambda uow: uow.catalog.items_by_sku(
+        ids = await db.run(lambda uow: uow.catalog.item_refs_by_sku(
             tenant, [f"S-{i}" for i in range(40)]))
-        counts = {ids[f"S-{i}"].id or 0: i % 5 + 1 for i in range(40)}
+        counts = {ids[f"S-{i}"].id: i % 5 + 1 for i in range(40)}
         first = await db.run(lambda uow: uow.catalog.bump_sequences(counts))
         assert first == counts
         again = await db.run(lambda uow: uow.catalog.bump_sequences(
@@ -96,9 +103,9 @@ async def test_ledger_round_trip_inserts_then_overwrites(db_url: str) -> None:
         tenant = await _tenant(db, ["A", "B"], ["L1", "L2"])
 
         async def ids(uow: UnitOfWork) -> tuple[list[int], list[int]]:
-            items = await uow.catalog.items_by_sku(tenant, ["A", "B"])
+            items = await uow.catalog.item_refs_by_sku(tenant, ["A", "B"])
             locs = await uow.catalog.locations_by_code(tenant, ["L1", "L2"])
-            return ([items[k].id or 0 for k in ("A", "B")],
+            return ([items[k].id for k in ("A", "B")],
                     [locs[k].id or 0 for k in ("L1", "L2")])
 
         (a, b), (l1, l2) = await db.run(ids)
@@ -142,7 +149,7 @@ async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
     db = SqlDatabase(db_url)
     try:
         tenant = await _tenant(db, ["LOCKED"], [])
-        [item] = (await db.run(lambda uow: uow.catalog.items_by_sku(
+        [item] = (await db.run(lambda uow: uow.catalog.item_refs_by_sku(
             tenant, ["LOCKED"]))).values()
         assert item.id is not None
         locked, release = asyncio.Event(), asyncio.Event()
@@ -219,13 +226,13 @@ async def test_a_read_does_not_wait_for_a_write_in_progress_and_may_not_write(
         writer = asyncio.ensure_future(db.run(slow_write))
         try:
             await asyncio.wait_for(started.wait(), 10)
-            found = await asyncio.wait_for(db.read(lambda uow: uow.catalog.items_by_sku(
+            found = await asyncio.wait_for(db.read(lambda uow: uow.catalog.item_refs_by_sku(
                 tenant, ["R-1", "R-2"])), 5)
             assert set(found) == {"R-1"}  # the open write is not visible
         finally:
             release.set()
             await writer
-        found = await db.read(lambda uow: uow.catalog.items_by_sku(tenant, ["R-1", "R-2"]))
+        found = await db.read(lambda uow: uow.catalog.item_refs_by_sku(tenant, ["R-1", "R-2"]))
         assert set(found) == {"R-1", "R-2"}
         if db.sqlite:
             with pytest.raises(OperationalError, match="readonly database"):

@@ -39,6 +39,17 @@ class Item:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ItemRef:
+    """What applying stock changes needs of an item: its key and its names. A change's
+    event names the item; only a fired subscription's event carries the whole item, so the
+    whole row (two JSON columns, two times) is read for those alone."""
+
+    id: int
+    public_id: str
+    sku_code: str
+
+
 @dataclass(slots=True)
 class Location:
     code: str

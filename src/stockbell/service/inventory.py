@@ -18,7 +18,7 @@ from typing import Any
 
 from stockbell.domain import events as ev
 from stockbell.domain.accounts import Tenant
-from stockbell.domain.catalog import Item, Location
+from stockbell.domain.catalog import Item, ItemRef, Location
 from stockbell.domain.errors import Conflict, InvalidInput, NotFound, StockbellError
 from stockbell.domain.events import Event
 from stockbell.domain.quantity import from_micro, to_micro
@@ -89,7 +89,7 @@ def _request_hash(changes: list[ChangeInput]) -> str:
 
 def _resolve(
     inputs: list[ChangeInput],
-    items: dict[str, Item],
+    items: dict[str, ItemRef],
     locations: dict[str, Location],
     now: datetime,
 ) -> list[Change]:
@@ -98,7 +98,7 @@ def _resolve(
     for i, c in enumerate(inputs):
         where = f"changes/{i}"
         item = items.get(c.sku_code)
-        if item is None or item.id is None:
+        if item is None:
             raise InvalidInput(f"{where}: unknown item {c.sku_code!r}", field=f"{where}/sku_code")
         loc = locations.get(c.location)
         if loc is None or loc.id is None:
@@ -244,7 +244,8 @@ async def apply_grouped(
     transaction this way (see `service/coalesce.py`), one commit for all of them."""
     now = now or utcnow()
     results: list[dict[str, Any] | StockbellError] = []
-    items = await uow.catalog.items_by_sku(tenant, {c.sku_code for r in requests for c in r})
+    items = await uow.catalog.item_refs_by_sku(
+        tenant, {c.sku_code for r in requests for c in r})
     locations = await uow.catalog.locations_by_code(
         tenant, {c.location for r in requests for c in r})
     resolved: list[list[Change]] = []
@@ -299,7 +300,7 @@ async def apply_grouped(
         await uow.stock.record(tenant, [o for mine in outcomes for o in mine], now)
         if firing.statuses:
             await uow.subscriptions.set_statuses(firing.statuses, now)
-        return await _persist(uow, tenant, decided, item_by_id, loc_by_id, now)
+        return await _persist(uow, tenant, decided, loc_by_id, now)
 
     # The writes go to the database (SQLite works in its own thread, PostgreSQL in its own
     # process) while the answers are rendered here; only `write` uses the connection.
@@ -357,8 +358,7 @@ async def _decide(uow: UnitOfWork, plan: list[Event | AvailabilityMove | int],
 
 
 async def _persist(uow: UnitOfWork, tenant: Tenant, decided: list[Event | _Fired | int],
-                   item_by_id: dict[int | None, Item], loc_by_id: dict[int | None, Location],
-                   now: datetime) -> dict[int, int]:
+                   loc_by_id: dict[int | None, Location], now: datetime) -> dict[int, int]:
     """Turn decisions into events chunk by chunk and store them with their deliveries;
     returns how many back_in_stock notifications each request (by its marker) recorded."""
     codes = {f"L:{loc.id}": loc.code for loc in loc_by_id.values()}
@@ -366,7 +366,9 @@ async def _persist(uow: UnitOfWork, tenant: Tenant, decided: list[Event | _Fired
                    and f.move.scope.kind is ScopeKind.MARKET and f.move.scope.ref is not None}
     if market_refs:
         codes.update(await uow.catalog.scope_codes((), market_refs))
-    render = _Renderer(item_by_id, codes, now)
+    fired_items = await uow.catalog.items_by_id(
+        tenant, {f.move.item_id for f in decided if isinstance(f, _Fired)})
+    render = _Renderer(fired_items, codes, now)
     chunks = [decided[i:i + _EVENT_CHUNK] for i in range(0, len(decided), _EVENT_CHUNK)]
     # Pipelined: while chunk k is written (SQLite works in its own thread, PostgreSQL in its
     # own process), chunk k+1 is rendered here. The connection is only ever used by one
@@ -389,7 +391,7 @@ async def _rows(uow: UnitOfWork, chunk: list[Event | _Fired | int]) -> dict[int,
 class _Renderer:
     """Turns a chunk of decisions into events, counting notifications per request."""
 
-    def __init__(self, item_by_id: dict[int | None, Item], codes: dict[str, str],
+    def __init__(self, item_by_id: dict[int, Item], codes: dict[str, str],
                  now: datetime) -> None:
         self.item_by_id = item_by_id
         self.codes = codes
@@ -444,7 +446,7 @@ def _fired_event(fired: _Fired, sub: Subscription, sku_code: str,
     return Event(fired.kind, now, data, item_id=move.item_id)
 
 
-def _count_event(outcome: Outcome, item: Item, loc: Location, calculated_at: str | None
+def _count_event(outcome: Outcome, item: ItemRef, loc: Location, calculated_at: str | None
                  ) -> Event:
     change = outcome.change
     return Event(
@@ -465,7 +467,7 @@ def _count_event(outcome: Outcome, item: Item, loc: Location, calculated_at: str
 
 
 def _outcome_view(
-    o: Outcome, items: dict[int | None, Item], locs: dict[int | None, Location]
+    o: Outcome, items: dict[int, ItemRef], locs: dict[int | None, Location]
 ) -> dict[str, Any]:
     c = o.change
     return {

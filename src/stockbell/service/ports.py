@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from stockbell.domain.accounts import ApiKey, Mode, Tenant
-from stockbell.domain.catalog import Item, Location, Market
+from stockbell.domain.catalog import Item, ItemRef, Location, Market
 from stockbell.domain.events import Event
 from stockbell.domain.stock import AvailabilityKey, Outcome, StockKey, StockLedger
 from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
@@ -37,7 +37,9 @@ class AccountsRepo(Protocol):
 class CatalogRepo(Protocol):
     async def upsert_item(self, tenant: Tenant, item: Item, now: datetime) -> Item: ...
     async def get_item(self, tenant: Tenant, sku_code: str) -> Item | None: ...
-    async def items_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]) -> dict[str, Item]: ...
+    async def item_refs_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]
+                               ) -> dict[str, ItemRef]: ...
+    async def items_by_id(self, tenant: Tenant, item_ids: Iterable[int]) -> dict[int, Item]: ...
     async def list_items(
         self, tenant: Tenant, filters: dict[str, str], page: PageRequest
     ) -> list[tuple[int, Item]]: ...

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockbell.domain.accounts import Tenant
-from stockbell.domain.catalog import Item, Location, Market
+from stockbell.domain.catalog import Item, ItemRef, Location, Market
 from stockbell.service.pagination import PageRequest
 from stockbell.store.repos.bulk import fetch_rows
 from stockbell.store.repos.util import insert_for
@@ -38,10 +38,14 @@ def _item(m: Any) -> Item:
 _ITEM_COLUMNS = ("id, public_id, sku_code, title, variant_title, upc, product_id, variant_id, "
                  "size, width, part_number, generic_part_number, pricing, attributes, "
                  "created_at, updated_at")
-_ITEMS_BY_SKU_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
-                    "AND sku_code = ANY($3::text[])")
-_ITEMS_BY_SKU_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
-                        "AND mode = ?2 AND sku_code IN (SELECT value FROM json_each(?3))")
+_REFS_BY_SKU_PG = ("SELECT id, public_id, sku_code FROM items WHERE account_id = $1 "
+                   "AND mode = $2 AND sku_code = ANY($3::text[])")
+_REFS_BY_SKU_SQLITE = ("SELECT id, public_id, sku_code FROM items WHERE account_id = ?1 "
+                       "AND mode = ?2 AND sku_code IN (SELECT value FROM json_each(?3))")
+_ITEMS_BY_ID_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
+                   "AND id = ANY($3::bigint[])")
+_ITEMS_BY_ID_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
+                       "AND mode = ?2 AND id IN (SELECT value FROM json_each(?3))")
 _LOCATIONS_BY_CODE_PG = ("SELECT id, code, name, created_at, updated_at FROM locations "
                          "WHERE account_id = $1 AND mode = $2 AND code = ANY($3::text[])")
 _LOCATIONS_BY_CODE_SQLITE = ("SELECT id, code, name, created_at, updated_at FROM locations "
@@ -107,14 +111,23 @@ class SqlCatalog:
         row = res.first()
         return _item(row._mapping) if row else None
 
-    async def items_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]) -> dict[str, Item]:
+    async def item_refs_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]
+                               ) -> dict[str, ItemRef]:
         """Read through the driver: every inventory batch resolves up to 1,000 SKUs."""
         codes = list(sku_codes)
         if not codes:
             return {}
-        rows = await fetch_rows(self.conn, _ITEMS_BY_SKU_PG, _ITEMS_BY_SKU_SQLITE,
+        rows = await fetch_rows(self.conn, _REFS_BY_SKU_PG, _REFS_BY_SKU_SQLITE,
                                 [tenant.account_id, tenant.mode.value, codes])
-        return {r[2]: _stored_item(r) for r in rows}
+        return {r[2]: ItemRef(r[0], r[1], r[2]) for r in rows}
+
+    async def items_by_id(self, tenant: Tenant, item_ids: Iterable[int]) -> dict[int, Item]:
+        ids = sorted(item_ids)
+        if not ids:
+            return {}
+        rows = await fetch_rows(self.conn, _ITEMS_BY_ID_PG, _ITEMS_BY_ID_SQLITE,
+                                [tenant.account_id, tenant.mode.value, ids])
+        return {r[0]: _stored_item(r) for r in rows}
 
     async def list_items(self, tenant: Tenant, filters: dict[str, str],
                          page: PageRequest) -> list[tuple[int, Item]]:
