@@ -18,6 +18,7 @@ import orjson
 from bench import seed
 from bench.env import Env, Proc, postgres_cpu_seconds
 from bench.floor import postgres_floor, sqlite_floor
+from bench.instructions import instructions
 from bench.peer_scenario import peer
 from bench.report import Row, Table
 from bench.routing import routing
@@ -562,4 +563,5 @@ def memory(db: str, quick: bool) -> Table:
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
+    "instructions": instructions,
 }
