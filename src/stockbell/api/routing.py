@@ -61,11 +61,12 @@ def answered_by(handler: Handler) -> type[APIRoute]:
     FastAPI still documents the operation from its endpoint's signature (body model, header,
     responses), but never calls that endpoint: for every request it would solve the signature
     parameter by parameter, and on `POST /v1/inventory/changes`, the route a merchant calls
-    for every stock change, that cost about 12 % of the request (145,000 of 1,175,000
-    instructions; docs/performance.md, ninth session). `handler` parses, authenticates and
-    validates on its own and must accept and refuse exactly what the signature declares, in
-    the same words: tests/integration/test_answered_by.py sends the same requests to it and
-    to FastAPI's handler for the signature and compares the answers."""
+    for every stock change, its handler cost about a quarter of the request (284,000 of
+    1,175,700 instructions; docs/performance.md, ninth session). `handler` parses,
+    authenticates and validates on its own and must accept and refuse exactly what the
+    signature declares, in the same words: tests/integration/test_answered_by.py sends the
+    same requests to it and to FastAPI's handler for the signature and compares the
+    answers."""
 
     class AnsweredBy(APIRoute):
         def get_route_handler(self) -> Handler:
