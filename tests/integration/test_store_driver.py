@@ -139,11 +139,13 @@ async def test_ledger_round_trip_inserts_then_overwrites(db_url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("how", ["lock_items", "item_refs_by_sku"])
 async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
-        db_url: str) -> None:
+        db_url: str, how: str) -> None:
     """On PostgreSQL, SQLAlchemy begins the transaction with its first statement; the row
-    locks of `lock_items`, sent through the driver as the unit of work's very first statement,
-    must still hold until the commit."""
+    locks of `lock_items` (or of `item_refs_by_sku(lock=True)`, which applying changes uses),
+    sent through the driver as the unit of work's very first statement, must still hold until
+    the commit."""
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks: PostgreSQL only (SQLite has one writer)")
     db = SqlDatabase(db_url)
@@ -155,7 +157,10 @@ async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
         locked, release = asyncio.Event(), asyncio.Event()
 
         async def hold(uow: UnitOfWork) -> None:
-            await uow.catalog.lock_items([item.id or 0])  # the first statement
+            if how == "lock_items":  # the first statement
+                await uow.catalog.lock_items([item.id])
+            else:
+                await uow.catalog.item_refs_by_sku(tenant, ["LOCKED"], lock=True)
             locked.set()
             await release.wait()
 

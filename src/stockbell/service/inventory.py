@@ -244,8 +244,10 @@ async def apply_grouped(
     transaction this way (see `service/coalesce.py`), one commit for all of them."""
     now = now or utcnow()
     results: list[dict[str, Any] | StockbellError] = []
+    # Locked as they are read (PostgreSQL: one round trip instead of two); a SKU of a
+    # request that fails is locked too, which only serialises a little more.
     items = await uow.catalog.item_refs_by_sku(
-        tenant, {c.sku_code for r in requests for c in r})
+        tenant, {c.sku_code for r in requests for c in r}, lock=True)
     locations = await uow.catalog.locations_by_code(
         tenant, {c.location for r in requests for c in r})
     resolved: list[list[Change]] = []
@@ -263,7 +265,6 @@ async def apply_grouped(
     item_by_id = {i.id: i for i in items.values()}
     loc_by_id = {loc.id: loc for loc in locations.values()}
 
-    await uow.catalog.lock_items(sorted({c.item_id for c in changes}))
     markets_of = await uow.catalog.markets_of_locations({c.location_id for c in changes})
     stock_keys, avail_keys = _keys(changes, markets_of)
     ledger = await uow.stock.load(stock_keys, avail_keys)

@@ -40,6 +40,7 @@ _ITEM_COLUMNS = ("id, public_id, sku_code, title, variant_title, upc, product_id
                  "created_at, updated_at")
 _REFS_BY_SKU_PG = ("SELECT id, public_id, sku_code FROM items WHERE account_id = $1 "
                    "AND mode = $2 AND sku_code = ANY($3::text[])")
+_LOCKED_REFS_BY_SKU_PG = _REFS_BY_SKU_PG + " ORDER BY id FOR UPDATE"  # as lock_items does
 _REFS_BY_SKU_SQLITE = ("SELECT id, public_id, sku_code FROM items WHERE account_id = ?1 "
                        "AND mode = ?2 AND sku_code IN (SELECT value FROM json_each(?3))")
 _ITEMS_BY_ID_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
@@ -111,14 +112,16 @@ class SqlCatalog:
         row = res.first()
         return _item(row._mapping) if row else None
 
-    async def item_refs_by_sku(self, tenant: Tenant, sku_codes: Iterable[str]
-                               ) -> dict[str, ItemRef]:
-        """Read through the driver: every inventory batch resolves up to 1,000 SKUs."""
+    async def item_refs_by_sku(self, tenant: Tenant, sku_codes: Iterable[str], *,
+                               lock: bool = False) -> dict[str, ItemRef]:
+        """Read through the driver: every inventory batch resolves up to 1,000 SKUs. `lock`:
+        also take the items' row locks, as `lock_items` would, in the same round trip
+        (PostgreSQL; SQLite has one writer already)."""
         codes = list(sku_codes)
         if not codes:
             return {}
-        rows = await fetch_rows(self.conn, _REFS_BY_SKU_PG, _REFS_BY_SKU_SQLITE,
-                                [tenant.account_id, tenant.mode.value, codes])
+        rows = await fetch_rows(self.conn, _LOCKED_REFS_BY_SKU_PG if lock else _REFS_BY_SKU_PG,
+                                _REFS_BY_SKU_SQLITE, [tenant.account_id, tenant.mode.value, codes])
         return {r[2]: ItemRef(r[0], r[1], r[2]) for r in rows}
 
     async def items_by_id(self, tenant: Tenant, item_ids: Iterable[int]) -> dict[int, Item]:
