@@ -19,12 +19,13 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from stockbell.domain.accounts import Mode, Tenant
-from stockbell.domain.catalog import Item, Location
+from stockbell.domain.catalog import Item, Location, Market
 from stockbell.domain.stock import StockLedger
 from stockbell.service import accounts, catalog, inventory, webhooks
 from stockbell.service.inventory import ChangeInput
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
+from stockbell.store.repos.bulk import pg_array
 from stockbell.store.repos.webhooks import endpoints_by_pks
 
 T0 = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
@@ -175,6 +176,97 @@ async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
             release.set()
             await holder
             await conn.close()
+    finally:
+        await db.dispose()
+
+
+async def test_locations_come_with_the_markets_they_belong_to(db_url: str) -> None:
+    """`locations_with_markets`: the locations `locations_by_code` reads, and per location id
+    the markets holding it (none for a location in no market), another tenant's left out."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, [], ["L1", "L2", "L3"])
+        other = await _tenant(db, [], ["L1"])
+
+        async def setup(uow: UnitOfWork) -> tuple[int, int]:
+            both = await catalog.upsert_market(uow, tenant, Market("EU", location_codes=["L1",
+                                                                                      "L2"]))
+            one = await catalog.upsert_market(uow, tenant, Market("DE", location_codes=["L1"]))
+            await catalog.upsert_market(uow, other, Market("EU", location_codes=["L1"]))
+            assert both.id is not None
+            assert one.id is not None
+            return both.id, one.id
+
+        eu, de = await db.run(setup)
+
+        async def read(uow: UnitOfWork) -> None:
+            found, markets_of = await uow.catalog.locations_with_markets(
+                tenant, ["L1", "L2", "L3", "L4"])
+            assert found == await uow.catalog.locations_by_code(tenant, ["L1", "L2", "L3"])
+            assert markets_of == {found["L1"].id: frozenset({eu, de}),
+                                  found["L2"].id: frozenset({eu})}
+            assert await uow.catalog.locations_with_markets(tenant, []) == ({}, {})
+
+        await db.run(read)
+    finally:
+        await db.dispose()
+
+
+async def test_array_literals_read_back_exactly(db_url: str) -> None:
+    """`pg_array`'s text, cast by PostgreSQL, is the list it was made from: every string is
+    data, whatever quotes, backslashes, braces, commas, blanks or NULLs it holds."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's array literals")
+    texts = ["plain", "", "NULL", "null", 'quo"te', "back\\slash", "\\", '\\"', "{a,b}",
+             "com,ma", " lead and trail ", "tab\there", "new\nline", "Zoë ☃", "'single'"]
+    ints = [0, -1, 2**63 - 1, -(2**63), 42]
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        got_texts, got_ints, empty = await conn.fetchrow(
+            "SELECT $1::text::text[], $2::text::bigint[], $3::text::bigint[]",
+            pg_array(texts), pg_array(ints), pg_array([]))
+    finally:
+        await conn.close()
+    assert got_texts == texts
+    assert got_ints == ints
+    assert empty == []
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_driver_write_first_commits_or_rolls_back_with_the_unit_of_work(
+        db_url: str, fails: bool) -> None:
+    """A write sent through the driver as the unit of work's first statement belongs to its
+    transaction: committed with it, or rolled back when the work raises. On PostgreSQL the
+    transaction is begun through SQLAlchemy's asyncpg adapter, without a statement through
+    SQLAlchemy (`bulk._begin_postgres`): none is seen here."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["SEQ-1"], [])
+        [item] = (await db.run(lambda uow: uow.catalog.item_refs_by_sku(
+            tenant, ["SEQ-1"]))).values()
+        seen: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            seen.append(statement)
+
+        async def work(uow: UnitOfWork) -> None:
+            await uow.catalog.bump_sequences({item.id: 5})
+            if fails:
+                raise RuntimeError("the work fails after its first statement")
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            if fails:
+                with pytest.raises(RuntimeError):
+                    await db.run(work)
+            else:
+                await db.run(work)
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        if db_url.startswith("postgresql"):
+            assert seen == []
+        after = await db.run(lambda uow: uow.catalog.bump_sequences({item.id: 1}))
+        assert after[item.id] == (1 if fails else 6)
     finally:
         await db.dispose()
 

@@ -248,7 +248,7 @@ async def apply_grouped(
     # request that fails is locked too, which only serialises a little more.
     items = await uow.catalog.item_refs_by_sku(
         tenant, {c.sku_code for r in requests for c in r}, lock=True)
-    locations = await uow.catalog.locations_by_code(
+    locations, markets_of = await uow.catalog.locations_with_markets(
         tenant, {c.location for r in requests for c in r})
     resolved: list[list[Change]] = []
     for inputs in requests:
@@ -265,7 +265,6 @@ async def apply_grouped(
     item_by_id = {i.id: i for i in items.values()}
     loc_by_id = {loc.id: loc for loc in locations.values()}
 
-    markets_of = await uow.catalog.markets_of_locations({c.location_id for c in changes})
     stock_keys, avail_keys = _keys(changes, markets_of)
     ledger = await uow.stock.load(stock_keys, avail_keys)
     ledger.markets_of = markets_of

@@ -39,27 +39,28 @@ _ITEM_COLUMNS = ("id, public_id, sku_code, title, variant_title, upc, product_id
                  "size, width, part_number, generic_part_number, pricing, attributes, "
                  "created_at, updated_at")
 _REFS_BY_SKU_PG = ("SELECT id, public_id, sku_code FROM items WHERE account_id = $1 "
-                   "AND mode = $2 AND sku_code = ANY($3::text[])")
+                   "AND mode = $2 AND sku_code = ANY($3::text::text[])")
 _LOCKED_REFS_BY_SKU_PG = _REFS_BY_SKU_PG + " ORDER BY id FOR UPDATE"  # as lock_items does
 _REFS_BY_SKU_SQLITE = ("SELECT id, public_id, sku_code FROM items WHERE account_id = ?1 "
                        "AND mode = ?2 AND sku_code IN (SELECT value FROM json_each(?3))")
 _ITEMS_BY_ID_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
-                   "AND id = ANY($3::bigint[])")
+                   "AND id = ANY($3::text::bigint[])")
 _ITEMS_BY_ID_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
                        "AND mode = ?2 AND id IN (SELECT value FROM json_each(?3))")
 _LOCATIONS_BY_CODE_PG = ("SELECT id, code, name, created_at, updated_at FROM locations "
-                         "WHERE account_id = $1 AND mode = $2 AND code = ANY($3::text[])")
+                         "WHERE account_id = $1 AND mode = $2 AND code = ANY($3::text::text[])")
 _LOCATIONS_BY_CODE_SQLITE = ("SELECT id, code, name, created_at, updated_at FROM locations "
                              "WHERE account_id = ?1 AND mode = ?2 "
                              "AND code IN (SELECT value FROM json_each(?3))")
-_MARKETS_OF_PG = ("SELECT location_id, market_id FROM market_locations "
-                  "WHERE location_id = ANY($1::bigint[])")
-_MARKETS_OF_SQLITE = ("SELECT location_id, market_id FROM market_locations "
-                      "WHERE location_id IN (SELECT value FROM json_each(?1))")
-_LOCK_ITEMS_PG = "SELECT id FROM items WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+_WITH_MARKETS = ("SELECT l.id, l.code, l.name, l.created_at, l.updated_at, m.market_id "
+                 "FROM locations AS l LEFT JOIN market_locations AS m ON m.location_id = l.id "
+                 "WHERE l.account_id = {} AND l.mode = {} AND l.code {}")
+_WITH_MARKETS_PG = _WITH_MARKETS.format("$1", "$2", "= ANY($3::text::text[])")
+_WITH_MARKETS_SQLITE = _WITH_MARKETS.format("?1", "?2", "IN (SELECT value FROM json_each(?3))")
+_LOCK_ITEMS_PG = "SELECT id FROM items WHERE id = ANY($1::text::bigint[]) ORDER BY id FOR UPDATE"
 _BUMP_SEQUENCES_PG = (
     "UPDATE items SET sequence = items.sequence + b.n "
-    "FROM unnest($1::bigint[], $2::bigint[]) AS b(id, n) WHERE items.id = b.id "
+    "FROM unnest($1::text::bigint[], $2::text::bigint[]) AS b(id, n) WHERE items.id = b.id "
     "RETURNING items.id, items.sequence")
 # One array of [id, n] pairs: the rows of json_each drive a primary-key lookup each.
 _BUMP_SEQUENCES_SQLITE = (
@@ -226,15 +227,26 @@ class SqlCatalog:
     async def list_markets(self, tenant: Tenant, page: PageRequest) -> list[tuple[int, Market]]:
         return await self._markets(_scoped(markets, tenant), page)
 
-    async def markets_of_locations(self, location_ids: Iterable[int]) -> dict[int, frozenset[int]]:
-        ids = list(location_ids)
-        if not ids:
-            return {}
-        out: dict[int, set[int]] = {}
-        for loc_id, market_id in await fetch_rows(self.conn, _MARKETS_OF_PG, _MARKETS_OF_SQLITE,
-                                                  [ids]):
-            out.setdefault(loc_id, set()).add(market_id)
-        return {k: frozenset(v) for k, v in out.items()}
+    async def locations_with_markets(
+            self, tenant: Tenant, codes: Iterable[str]
+    ) -> tuple[dict[str, Location], dict[int, frozenset[int]]]:
+        """Locations by code, and the markets each one belongs to (by location id; a
+        location in none is absent), in one statement: applying changes needs both, and on
+        PostgreSQL each statement is a round trip inside the group commit."""
+        wanted = list(codes)
+        if not wanted:
+            return {}, {}
+        found: dict[str, Location] = {}
+        markets_of: dict[int, set[int]] = {}
+        for loc_id, code, name, created, updated, market_id in await fetch_rows(
+                self.conn, _WITH_MARKETS_PG, _WITH_MARKETS_SQLITE,
+                [tenant.account_id, tenant.mode.value, wanted]):
+            if code not in found:
+                found[code] = Location(code, loc_id, name, from_micros(created),
+                                       from_micros(updated))
+            if market_id is not None:
+                markets_of.setdefault(loc_id, set()).add(market_id)
+        return found, {k: frozenset(v) for k, v in markets_of.items()}
 
     async def scope_codes(self, location_ids: Iterable[int],
                           market_ids: Iterable[int]) -> dict[str, str]:

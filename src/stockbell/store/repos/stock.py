@@ -25,8 +25,8 @@ from stockbell.store.types import from_micros, to_micros
 _STOCK = ("item_id", "location_id", "state", "quantity", "counted_at", "updated_at")
 _LOAD_STOCK_PG = (
     "SELECT item_id, location_id, state, quantity, counted_at FROM stock "
-    "WHERE item_id = ANY($1::bigint[]) AND location_id = ANY($2::bigint[]) "
-    "AND state = ANY($3::text[])")
+    "WHERE item_id = ANY($1::text::bigint[]) AND location_id = ANY($2::text::bigint[]) "
+    "AND state = ANY($3::text::text[])")
 _LOAD_STOCK_SQLITE = (
     "SELECT item_id, location_id, state, quantity, counted_at FROM stock "
     "WHERE item_id IN (SELECT value FROM json_each(?1)) "
@@ -34,7 +34,7 @@ _LOAD_STOCK_SQLITE = (
     "AND state IN (SELECT value FROM json_each(?3))")
 _LOAD_AVAILABILITY_PG = (
     "SELECT item_id, scope_key, quantity FROM availability "
-    "WHERE item_id = ANY($1::bigint[]) AND scope_key = ANY($2::text[])")
+    "WHERE item_id = ANY($1::text::bigint[]) AND scope_key = ANY($2::text::text[])")
 _LOAD_AVAILABILITY_SQLITE = (
     "SELECT item_id, scope_key, quantity FROM availability "
     "WHERE item_id IN (SELECT value FROM json_each(?1)) "
@@ -42,10 +42,10 @@ _LOAD_AVAILABILITY_SQLITE = (
 # PostgreSQL: both reads in one round trip, told apart by the first column.
 _LOAD_BOTH_PG = (
     "SELECT true, item_id, location_id, state, quantity, counted_at FROM stock "
-    "WHERE item_id = ANY($1::bigint[]) AND location_id = ANY($2::bigint[]) "
-    "AND state = ANY($3::text[]) "
+    "WHERE item_id = ANY($1::text::bigint[]) AND location_id = ANY($2::text::bigint[]) "
+    "AND state = ANY($3::text::text[]) "
     "UNION ALL SELECT false, item_id, NULL, scope_key, quantity, NULL FROM availability "
-    "WHERE item_id = ANY($4::bigint[]) AND scope_key = ANY($5::text[])")
+    "WHERE item_id = ANY($4::text::bigint[]) AND scope_key = ANY($5::text::text[])")
 _CHANGES = ("account_id", "mode", "item_id", "location_id", "kind", "state", "from_state",
             "to_state", "quantity", "occurred_at", "applied", "created_at")
 

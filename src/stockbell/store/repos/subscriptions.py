@@ -13,7 +13,13 @@ from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.scope import Scope
 from stockbell.domain.subscription import Candidate, Customer, Status, Subscription
 from stockbell.service.pagination import PageRequest
-from stockbell.store.repos.bulk import driver, select_by_pks, sqlite_rows, update_by_pks
+from stockbell.store.repos.bulk import (
+    driver,
+    pg_array,
+    select_by_pks,
+    sqlite_rows,
+    update_by_pks,
+)
 from stockbell.store.tables import items, locations, markets, subscriptions
 from stockbell.store.types import from_micros, json_text, json_value, to_micros
 
@@ -136,8 +142,9 @@ def _values(sub: Subscription) -> dict[str, Any]:
 _CANDIDATE_COLUMNS = ("s.pk, s.item_id, s.scope_key, s.threshold, s.expires_at, "
                       "s.auto_resubscribe, s.notify_count")
 _CANDIDATES_PG = (
-    f"SELECT {_CANDIDATE_COLUMNS} FROM unnest($1::bigint[], $2::text[], $3::bigint[], "
-    "$4::bigint[]) AS w(item_id, scope_key, low, high) JOIN subscriptions AS s "
+    f"SELECT {_CANDIDATE_COLUMNS} FROM unnest($1::text::bigint[], $2::text::text[], "
+    "$3::text::bigint[], $4::text::bigint[]) AS w(item_id, scope_key, low, high) "
+    "JOIN subscriptions AS s "
     "ON s.item_id = w.item_id AND s.scope_key = w.scope_key AND s.status = 'active' "
     "AND s.threshold > w.low AND s.threshold <= w.high ORDER BY s.pk"
 )
@@ -215,8 +222,8 @@ class SqlSubscriptions:
             return []
         raw: Any = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            rows = await raw.fetch(_CANDIDATES_PG, *(list(col) for col in zip(*windows,
-                                                                            strict=True)))
+            rows = await raw.fetch(_CANDIDATES_PG, *(pg_array(col) for col in zip(*windows,
+                                                                             strict=True)))
         else:
             # In aiosqlite's thread: a restock's windows may match 100,000 subscriptions.
             rows = await sqlite_rows(raw, _CANDIDATES_SQLITE, (json_text(windows),),

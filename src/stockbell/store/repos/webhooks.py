@@ -58,7 +58,7 @@ async def endpoints_by_pks(conn: AsyncConnection, pks: Iterable[int]) -> dict[in
     keys = sorted(set(pks))
     if not keys:
         return {}
-    rows = await fetch_rows(conn, f"{_SELECT} WHERE pk = ANY($1::bigint[])",
+    rows = await fetch_rows(conn, f"{_SELECT} WHERE pk = ANY($1::text::bigint[])",
                             f"{_SELECT} WHERE pk IN (SELECT value FROM json_each(?1))", [keys])
     return {int(r[0]): _stored_endpoint(r) for r in rows}
 
