@@ -1,5 +1,5 @@
 """The store's reads and writes sent straight through the driver (store/repos/bulk.py
-`fetch_rows`, `upsert_rows`), on a real SQLite file and the real PostgreSQL: they read and
+`fetch_rows`, `write_rows`), on a real SQLite file and the real PostgreSQL: they read and
 write exactly what the SQLAlchemy statements they replaced did, inside the unit of work's
 transaction even when they are its first statement."""
 
@@ -15,18 +15,20 @@ from typing import Any
 import aiosqlite
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.catalog import Item, Location, Market
-from stockbell.domain.stock import StockLedger
+from stockbell.domain.stock import Adjustment, Count, Outcome, StockLedger, StockState
 from stockbell.service import accounts, catalog, inventory, webhooks
 from stockbell.service.inventory import ChangeInput
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
 from stockbell.store.repos.bulk import pg_array
 from stockbell.store.repos.webhooks import endpoints_by_pks
+from stockbell.store.tables import inventory_changes
 
 T0 = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -123,7 +125,10 @@ async def test_ledger_round_trip_inserts_then_overwrites(db_url: str) -> None:
                 for k in akeys:
                     ledger.availability[k] = quantity * 2
                     ledger.dirty_availability.add(k)
-                await uow.stock.save(ledger, at)
+                await uow.stock.save(tenant, ledger, [
+                    Outcome(Count(a, l1, StockState.IN_STOCK, quantity, at), True, (), ()),
+                    Outcome(Adjustment(b, l2, StockState.IN_STOCK, StockState.SOLD, 1, at),
+                            False, (), ())], at)
             await db.run(go)
 
         await write(5_000_000, T0)
@@ -135,6 +140,50 @@ async def test_ledger_round_trip_inserts_then_overwrites(db_url: str) -> None:
         assert loaded.counted_at == dict.fromkeys(keys, T0 + timedelta(hours=1))
         assert loaded.availability == dict.fromkeys(akeys, 15_000_000)
         assert (await db.run(lambda uow: uow.stock.availability(a, "*"))) == 15_000_000
+
+        async def recorded(uow: UnitOfWork) -> list[tuple[Any, ...]]:
+            c = inventory_changes.c
+            res = await uow.conn.execute(  # type: ignore[attr-defined]
+                sa.select(c.item_id, c.location_id, c.kind, c.state, c.from_state, c.to_state,
+                          c.quantity, c.occurred_at, c.applied, c.account_id, c.mode)
+                .where(c.account_id == tenant.account_id).order_by(c.id))
+            return [tuple(r) for r in res]
+
+        m = tenant.mode.value
+        assert await db.run(recorded) == [
+            (a, l1, "count", "IN_STOCK", None, None, 5_000_000, T0, True, tenant.account_id, m),
+            (b, l2, "adjustment", None, "IN_STOCK", "SOLD", 1, T0, False, tenant.account_id, m),
+            (a, l1, "count", "IN_STOCK", None, None, 7_500_000, T0 + timedelta(hours=1), True,
+             tenant.account_id, m),
+            (b, l2, "adjustment", None, "IN_STOCK", "SOLD", 1, T0 + timedelta(hours=1), False,
+             tenant.account_id, m)]
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("n", [200, 201])
+async def test_every_change_is_recorded_however_many(db_url: str, n: int) -> None:
+    """PostgreSQL records up to 200 changes in the statement that writes the stock and more
+    by COPY: on both sides of that line every change is recorded once, in order."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["A"], ["L1"])
+        refs = await db.run(lambda uow: uow.catalog.item_refs_by_sku(tenant, ["A"]))
+        locs = await db.run(lambda uow: uow.catalog.locations_by_code(tenant, ["L1"]))
+        a, l1 = refs["A"].id, locs["L1"].id
+        assert l1 is not None
+        outcomes = [Outcome(Count(a, l1, StockState.IN_STOCK, k, T0), k % 3 == 0, (), ())
+                    for k in range(n)]
+        await db.run(lambda uow: uow.stock.save(tenant, StockLedger(), outcomes, T0))
+
+        async def recorded(uow: UnitOfWork) -> list[tuple[Any, ...]]:
+            c = inventory_changes.c
+            res = await uow.conn.execute(  # type: ignore[attr-defined]
+                sa.select(c.quantity, c.applied).where(c.account_id == tenant.account_id)
+                .order_by(c.id))
+            return [tuple(r) for r in res]
+
+        assert await db.run(recorded) == [(k, k % 3 == 0) for k in range(n)]
     finally:
         await db.dispose()
 

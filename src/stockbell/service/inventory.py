@@ -296,8 +296,7 @@ async def apply_grouped(
     decided = await _decide(uow, plan, rises, firing)
 
     async def write() -> dict[int, int]:
-        await uow.stock.save(ledger, now)
-        await uow.stock.record(tenant, [o for mine in outcomes for o in mine], now)
+        await uow.stock.save(tenant, ledger, [o for mine in outcomes for o in mine], now)
         if firing.statuses:
             await uow.subscriptions.set_statuses(firing.statuses, now)
         return await _persist(uow, tenant, decided, loc_by_id, now)

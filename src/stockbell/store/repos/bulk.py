@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -108,31 +109,57 @@ async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
     await sqlite_many(raw, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
-async def upsert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
-                      key: Sequence[str], rows: Sequence[tuple[Any, ...]],
-                      pg_types: Sequence[str]) -> None:
-    """Insert rows, or on a conflict over `key` overwrite the other columns. The keys of
-    `rows` must be distinct. PostgreSQL gets one statement over the rows as one JSON parameter
-    (`pg_types` names the columns' types), read by `json_to_recordset` in row order: one
-    execution instead of one per row, and no per-element work in the driver (asyncpg checks
-    every element of an array parameter against abstract base classes: ~8 % of a batch's
-    CPU). SQLite gets one executemany, which runs the prepared statement per row inside the
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """Rows for one table, in storage form: inserted, or with `key` upserted (on a conflict
+    over `key` the other columns are overwritten; the keys of `rows` must be distinct).
+    `pg_types` names the columns' PostgreSQL types."""
+
+    table: str
+    columns: tuple[str, ...]
+    pg_types: tuple[str, ...]
+    rows: Sequence[tuple[Any, ...]]
+    key: tuple[str, ...] = ()
+
+    def conflict(self) -> str:
+        if not self.key:
+            return ""
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+        return f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {sets}"
+
+    def pg_insert(self, n: int) -> str:
+        """The INSERT reading parameter n: the rows as one JSON array of objects, read by
+        `json_to_recordset` in row order."""
+        names = ", ".join(self.columns)
+        shape = ", ".join(f"{c} {t}" for c, t in zip(self.columns, self.pg_types, strict=True))
+        return (f"INSERT INTO {self.table} ({names}) SELECT {names} "
+                f"FROM json_to_recordset(${n}::json) AS r({shape}){self.conflict()}")
+
+    def pg_param(self) -> str:
+        columns = self.columns
+        return orjson.dumps([dict(zip(columns, row, strict=True))
+                             for row in self.rows]).decode()
+
+
+async def write_rows(conn: AsyncConnection, writes: Sequence[RowWrite]) -> None:
+    """Several tables' inserts and upserts. PostgreSQL gets them all as one statement (each
+    write a data-modifying WITH clause over one JSON parameter): one round trip, where a
+    COPY costs two and each statement one, and no per-element work in the driver (asyncpg
+    checks every element of an array parameter against abstract base classes). SQLite gets
+    one executemany per table, which runs the prepared statement per row inside the
     driver."""
-    if not rows:
+    todo = [w for w in writes if w.rows]
+    if not todo:
         return
     raw: Any = await driver(conn)
-    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-    names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
-        shape = ", ".join(f"{c} {t}" for c, t in zip(columns, pg_types, strict=True))
-        await raw.execute(f"INSERT INTO {table} ({names}) SELECT {names} "
-                          f"FROM json_to_recordset($1::json) AS r({shape}) {conflict}",
-                          orjson.dumps([dict(zip(columns, row, strict=True))
-                                        for row in rows]).decode())
+        clauses = ", ".join(f"w{n} AS ({w.pg_insert(n)})" for n, w in enumerate(todo, start=1))
+        await raw.execute(f"WITH {clauses} SELECT 1", *(w.pg_param() for w in todo))
         return
-    marks = ", ".join("?" * len(columns))
-    await sqlite_many(raw, f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
+    for w in todo:
+        marks = ", ".join("?" * len(w.columns))
+        await sqlite_many(raw, f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
+                               f"VALUES ({marks}){w.conflict()}", w.rows)
 
 
 def pg_array(values: Iterable[int] | Iterable[str]) -> str:
