@@ -158,6 +158,33 @@ async def test_one_transaction_per_tenant_at_a_time_and_tenants_in_parallel(
         await db.dispose()
 
 
+async def test_full_groups_of_one_tenant_run_alongside_each_other(db_url: str) -> None:
+    """Requests that fill a group by themselves gain nothing by waiting for the tenant's
+    running transaction (batches of 1,000 took turns): they start at once, up to
+    `parallel`. Smaller ones still wait, and every change is applied exactly once."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await db.run(tenant_with_item_a)
+        many = InFlight(db)
+        coalescer = ChangeCoalescer(many, max_changes=2, parallel=4)
+        full = [plus_one() * 2 for _ in range(3)]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(coalescer.submit(tenant, r) for r in full)), 30)
+        assert many.most == 3
+        assert all(a["applied"] == 2 for a in answers)
+        view = await db.run(lambda uow: inventory.inventory_of(uow, tenant, "A"))
+        assert view["locations"] == [{"location": "L1", "quantities": {"IN_STOCK": "6"}}]
+
+        small = InFlight(db)
+        coalescer = ChangeCoalescer(small, max_changes=2, parallel=4)
+        first = asyncio.ensure_future(coalescer.submit(tenant, plus_one()))
+        await asyncio.sleep(0)  # its transaction is in flight
+        await asyncio.wait_for(asyncio.gather(first, coalescer.submit(tenant, plus_one())), 30)
+        assert small.most == 1
+    finally:
+        await db.dispose()
+
+
 async def test_a_busy_tenant_does_not_hold_up_another(db_url: str) -> None:
     """parallel=1: a request of tenant B that arrives while A's transaction runs, behind
     more of A's requests, is still applied (by A's drainer once A's transaction ends)."""
