@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockbell.service.clock import utcnow
 from stockbell.service.ports import Claimed, UnitOfWork
+from stockbell.store.checkpoint import FALLBACK_PAGES, WalCheckpointer
 from stockbell.store.engine import create_engine, is_sqlite
 from stockbell.store.repos.accounts import SqlAccounts
 from stockbell.store.repos.catalog import SqlCatalog
@@ -86,8 +89,12 @@ class SqlDatabase:
     def __init__(self, url: str, *, synchronous: str = "FULL", pool_size: int = 10) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        self.engine: AsyncEngine = create_engine(url, synchronous=synchronous,
-                                                 pool_size=pool_size)
+        # SQLite in a file: WAL checkpoints in a thread of their own, not in the commits.
+        path = make_url(url).database if self.sqlite else None
+        self.checkpointer = WalCheckpointer(Path(path)) if path else None
+        self.engine: AsyncEngine = create_engine(
+            url, synchronous=synchronous, pool_size=pool_size,
+            autocheckpoint=FALLBACK_PAGES if self.checkpointer else None)
         # SQLite has one writer: queue transactions in-process rather than spin on SQLITE_BUSY.
         self._lock = asyncio.Lock() if self.sqlite else None
         # SQLite: readers on connections of their own, outside that queue (see `read`).
@@ -164,3 +171,5 @@ class SqlDatabase:
         await self.engine.dispose()
         if self._readers is not None:
             await self._readers.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)

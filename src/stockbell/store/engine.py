@@ -33,10 +33,12 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
-                  read_only: bool = False) -> AsyncEngine:
+                  read_only: bool = False, autocheckpoint: int | None = None) -> AsyncEngine:
     """`read_only` (SQLite): connections that refuse writes (`query_only`), begin deferred
     transactions, so a reader takes no lock and never waits for the writer, and run their
-    statements on the event loop's thread (store/inline_sqlite.py)."""
+    statements on the event loop's thread (store/inline_sqlite.py). `autocheckpoint`
+    (SQLite): the log size in pages past which a commit checkpoints (SQLite's default
+    1,000), raised where a `store.checkpoint.WalCheckpointer` does it instead."""
     if not is_sqlite(url):
         # No pre-ping (a round trip per transaction): SqlDatabase.run replaces a connection
         # found dead before its commit.
@@ -64,6 +66,8 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if autocheckpoint is not None:
+            cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
         if read_only:
             cur.execute("PRAGMA query_only=ON")
         cur.close()
