@@ -6,7 +6,7 @@ This measures both without HTTP: `SqlDatabase.run(apply_grouped)` one transactio
 another, with groups of 1, 8 and 32 one-change requests (counts on 100 items x 4 locations,
 as in `ingest`), and prints this process's CPU per transaction and per change, split into
 user and system time. On PostgreSQL the server's CPU is counted apart. Bar 1's explanation in
-docs/performance.md rests on these figures.
+docs/performance-history.md rests on these figures.
 """
 
 from __future__ import annotations

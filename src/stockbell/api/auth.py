@@ -195,7 +195,7 @@ async def secret_principal(request: Request) -> Principal:
 # The tenant dependencies call the principal functions instead of depending on them: FastAPI
 # solves each level of a dependency chain per request, and a level cost about 6 % of an
 # authenticated one-change POST /v1/inventory/changes (73,000 of 1,245,000 instructions,
-# docs/performance.md, ninth session).
+# docs/performance-history.md, ninth session).
 async def secret_tenant(request: Request) -> Tenant:
     return (await secret_principal(request)).tenant
 

@@ -62,7 +62,7 @@ def answered_by(handler: Handler) -> type[APIRoute]:
     responses), but never calls that endpoint: for every request it would solve the signature
     parameter by parameter, and on `POST /v1/inventory/changes`, the route a merchant calls
     for every stock change, its handler cost about a quarter of the request (284,000 of
-    1,175,700 instructions; docs/performance.md, ninth session). `handler` parses,
+    1,175,700 instructions; docs/performance-history.md, ninth session). `handler` parses,
     authenticates and validates on its own and must accept and refuse exactly what the
     signature declares, in the same words: tests/integration/test_answered_by.py sends the
     same requests to it and to FastAPI's handler for the signature and compares the

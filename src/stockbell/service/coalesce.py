@@ -13,7 +13,7 @@ tenants. A tenant's requests that arrive meanwhile wait for its next group, whic
 larger. On PostgreSQL, four groups of the same tenant in flight (as before) made each
 group a quarter of the size for the same fixed cost per transaction (a dozen round trips):
 serve spent 869-989 us of CPU per change under 32 concurrent one-change clients, against
-553-591 us with one group at a time (docs/performance.md, ninth session).
+553-591 us with one group at a time (docs/performance-history.md, ninth session).
 
 The exception is a group that is already full: once a tenant's waiting requests hold
 `max_changes`, waiting gains nothing, so that group starts alongside the tenant's running

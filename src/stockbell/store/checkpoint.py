@@ -3,10 +3,11 @@
 By default SQLite checkpoints inside the commit that grows the log past 1,000 pages: that
 commit copies the whole log back into the database file and syncs it before it returns, and
 every writer queued behind it waits. A restock firing 100,000 subscriptions writes a log of
-~180 MB, and its commit spent 0.4-0.8 s checkpointing (docs/performance.md). Here the writers'
-connections checkpoint only as a last resort (`FALLBACK_PAGES`), and this thread runs a
-PASSIVE checkpoint on a connection of its own every `interval` seconds: PASSIVE never waits
-for, nor blocks, readers or the writer, and sqlite3 releases the GIL while it copies.
+~186 MB; its commit took 0.39-0.44 s with the checkpoint and 0.17-0.18 s without
+(docs/performance.md, eleventh session). Here the writers' connections checkpoint only as a
+last resort (`FALLBACK_PAGES`), and this thread runs a PASSIVE checkpoint on a connection of
+its own every `interval` seconds: PASSIVE never waits for, nor blocks, readers or the
+writer, and sqlite3 releases the GIL while it copies.
 
 Durability does not depend on checkpoints: a commit is durable once its log frames are
 synced (`synchronous=FULL`). A checkpoint only moves committed pages into the database file

@@ -85,7 +85,7 @@ def create_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 10,
             # (another process rarely holds it: this one queues its own writers); only if it
             # is held does BEGIN wait, in aiosqlite's thread, not here.
             # That saves a trip per transaction: 0.1-0.3 ms of CPU, most of it the two
-            # threads waking each other (docs/performance.md, eighth session).
+            # threads waking each other (docs/performance-history.md, eighth session).
             inline = sqlite3_of(raw)
             inline.execute("PRAGMA busy_timeout=0")
             try:
