@@ -4,6 +4,7 @@ the writers' commits, and still keep the log from growing (real SQLite files).""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from stockbell.service.ports import UnitOfWork
-from stockbell.store.checkpoint import FALLBACK_PAGES
+from stockbell.store.checkpoint import FALLBACK_PAGES, WalCheckpointer
 from stockbell.store.database import SqlDatabase
 from tests.support import sqlite_database
 
@@ -88,3 +89,21 @@ async def test_the_thread_checkpoints_and_the_log_does_not_grow(url: str) -> Non
         await db.dispose()
     assert db.checkpointer is not None
     assert not db.checkpointer.running
+
+
+def test_a_failing_checkpoint_is_tried_again_not_given_up(tmp_path: Path) -> None:
+    """A checkpoint that fails (here: the path cannot be opened as a database) is logged and
+    tried again at the next interval; the thread keeps running until it is stopped."""
+    broken = tmp_path / "not-a-database.db"
+    broken.mkdir()
+    checkpointer = WalCheckpointer(broken, interval=0.01)
+    try:
+        for _ in range(500):
+            if checkpointer.errors >= 3:
+                break
+            time.sleep(0.01)
+        assert checkpointer.errors >= 3
+        assert checkpointer.running
+    finally:
+        checkpointer.stop()
+    assert not checkpointer.running

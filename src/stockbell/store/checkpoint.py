@@ -40,6 +40,7 @@ class WalCheckpointer:
         # the last checkpoint's (busy, frames in the log, frames checkpointed), and how many
         self.last: tuple[int, int, int] | None = None
         self.rounds = 0
+        self.errors = 0  # checkpoints that failed (each is tried again at the next interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sqlite-checkpoint",
                                         daemon=True)
@@ -55,21 +56,31 @@ class WalCheckpointer:
 
     def _loop(self) -> None:
         con: sqlite3.Connection | None = None
+        failing = False
         try:
-            # No WAL yet means no database yet either: wait for the first writer to make it
-            # rather than create an empty file here.
-            while con is None and not self._stop.wait(self.interval):
-                if self.path.exists():
-                    con = sqlite3.connect(self.path, isolation_level=None,
-                                          check_same_thread=False)
-            if con is None:
-                return
-            while not self._stop.wait(self.interval):
-                self._checkpoint(con)
-            self._checkpoint(con)
-        except sqlite3.Error as exc:
-            # The writers' own fallback checkpoint keeps the log bounded without this thread.
-            log.warning("sqlite.checkpoint_stopped", error=str(exc), path=str(self.path))
+            while True:
+                stopping = self._stop.wait(self.interval)
+                try:
+                    # No database file yet: wait for the first writer to make it rather
+                    # than create an empty one here.
+                    if con is None and self.path.exists():
+                        con = sqlite3.connect(self.path, isolation_level=None,
+                                              check_same_thread=False)
+                    if con is not None:
+                        self._checkpoint(con)
+                    if failing:
+                        log.info("sqlite.checkpoint_recovered", path=str(self.path))
+                    failing = False
+                except sqlite3.Error as exc:
+                    # Tried again next time; meanwhile the writers' fallback checkpoint
+                    # keeps the log bounded. Said once per failing spell, not every 0.25 s.
+                    self.errors += 1
+                    if not failing:
+                        log.warning("sqlite.checkpoint_failed", error=str(exc),
+                                    path=str(self.path))
+                    failing = True
+                if stopping:
+                    return
         finally:
             if con is not None:
                 con.close()
