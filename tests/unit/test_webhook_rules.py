@@ -4,6 +4,7 @@ against a real listener on loopback)."""
 
 from __future__ import annotations
 
+import base64
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,8 @@ from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from stockbell.config import Settings
@@ -182,6 +185,26 @@ def test_standard_headers_verify_with_every_active_secret() -> None:
         Webhook(new).verify(body.replace("evt_1", "evt_2"), headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(new).verify(body, {**headers, "webhook-id": "evt_2"})
+
+
+_SECRETS = st.binary(min_size=1, max_size=80).map(
+    lambda key: "whsec_" + base64.b64encode(key).decode())
+
+
+@settings(max_examples=60, deadline=None)
+@given(secrets=st.lists(_SECRETS, min_size=1, max_size=3),
+       bodies=st.lists(st.text(max_size=300), min_size=2, max_size=4),
+       msg_id=st.from_regex(r"evt_[A-Za-z0-9]{1,20}", fullmatch=True),
+       seconds=st.integers(min_value=0, max_value=4_000_000_000))
+def test_signatures_are_the_packages_own_message_after_message(
+        secrets: list[str], bodies: list[str], msg_id: str, seconds: int) -> None:
+    """Keys are set up once per secret and copied per message: signing one message must not
+    change what the next one is signed with, whatever came before, for any key length (keys
+    over 64 bytes are hashed first, as HMAC says)."""
+    when = datetime.fromtimestamp(seconds, UTC)
+    for body in bodies:
+        ours = standard_headers(secrets, msg_id, when, body)["webhook-signature"].split(" ")
+        assert ours == [Webhook(s).sign(msg_id, when, body) for s in secrets]
 
 
 # --------------------------------------------------------------------------- addresses

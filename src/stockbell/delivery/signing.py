@@ -7,6 +7,7 @@ package's verifier), computed directly: the secret is decoded once, not once per
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import math
 from datetime import UTC, datetime
@@ -25,12 +26,25 @@ def _key(secret: str) -> bytes:
     return key
 
 
+@lru_cache(maxsize=1024)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 already keyed with the secret, copied for each message. The one-shot
+    `hmac.digest` sets up OpenSSL's digest and contexts anew on every call and lets go of
+    the GIL around it: 1.9 us alone, but inside the dispatcher's loop ~12 us more CPU per
+    delivery than a copy of a keyed object (performance.md, twelfth session)."""
+    return hmac.new(_key(secret), digestmod=hashlib.sha256)
+
+
 def signature_header(secrets: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
     """Space-separated `v1,<base64>` signatures, one per active secret (rotation overlap)."""
     seconds = math.floor(timestamp.replace(tzinfo=UTC).timestamp())  # as standardwebhooks
     signed = f"{msg_id}.{seconds}.{body}".encode()
-    return " ".join("v1," + base64.b64encode(hmac.digest(_key(s), signed, "sha256")).decode()
-                    for s in secrets)
+    out = []
+    for s in secrets:
+        mac = _keyed(s).copy()
+        mac.update(signed)
+        out.append("v1," + base64.b64encode(mac.digest()).decode())
+    return " ".join(out)
 
 
 def standard_headers(secrets: list[str], msg_id: str, timestamp: datetime,
