@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import timedelta
 
 import structlog
@@ -283,7 +283,6 @@ class Dispatcher:
             log.error("delivery.task_failed", delivery=c.id, error=repr(exc))
             return
         metrics.ATTEMPT_SECONDS.observe(attempt.duration_ms / 1000)
-        metrics.OUTCOMES[judge(attempt.status_code)].inc()
         if self.debug:
             log.debug("delivery.attempt", delivery=c.id, url=c.endpoint.url,
                       status=attempt.status_code, error=attempt.error)
@@ -312,6 +311,10 @@ class Dispatcher:
         if not self.results:
             return
         batch, self.results = self.results, []
+        # Counted per batch: a locked increment per attempt cost ~1 us of each delivery.
+        outcomes = Counter(judge(r.attempt.status_code) for r in batch)
+        for verdict, n in outcomes.items():
+            metrics.OUTCOMES[verdict].inc(n)
         try:
             next_retry = await self.db.run(lambda uow: webhooks_service.record_results(
                 uow, batch, self.policy, self.disable_after))
