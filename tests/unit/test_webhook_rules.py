@@ -4,8 +4,10 @@ against a real listener on loopback)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from stockbell.config import Settings
-from stockbell.delivery.sender import EXCERPT, Sender, Timeouts, _retry_after
+from stockbell.delivery.sender import EXCERPT, WATCH_EVERY, Sender, Timeouts, _retry_after
 from stockbell.delivery.signing import standard_headers
 from stockbell.delivery.ssrf import BlockedAddressError, GuardedResolver, Networks, check_url
 from stockbell.domain.errors import InvalidInput
@@ -377,6 +379,63 @@ async def test_sender_sends_no_cookies_and_keeps_nul_out_of_the_excerpt() -> Non
     assert cookies == [None, None]  # the receiver's cookie is not sent back
     # PostgreSQL text cannot hold NUL: the attempt must stay recordable
     assert first.response_excerpt == "ok\ufffd\ufffdbinary"
+
+
+@asynccontextmanager
+async def trickler() -> AsyncIterator[int]:
+    """A raw HTTP server on 127.0.0.1 whose answer's headers come a byte every 0.1 s: never
+    silent for the read timeout, so only the total time can end an attempt (bounded: 200
+    bytes). Yields its port; a request to any other path than /slow gets a 204 at once."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                if not head.split(b" ", 2)[1].startswith(b"/slow"):
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    continue
+                writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(200):
+                    await asyncio.sleep(0.1)
+                    writer.write(b"y")
+                    await writer.drain()
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_sender_ends_an_attempt_at_its_total_time_and_sends_on() -> None:
+    async with trickler() as port, sender(LOOPBACK) as s:  # total 2 s, read 1 s
+        slow, _ = await s.post(f"http://127.0.0.1:{port}/slow", {}, "{}")
+        after, _ = await s.post(f"http://127.0.0.1:{port}/ok", {}, "{}")
+        assert not s._deadlines  # nothing left behind
+        assert not s._expired
+    assert (slow.status_code, slow.error) == (None, "timeout")
+    assert 2000 <= slow.duration_ms < 2000 + 1000 * WATCH_EVERY + 500
+    assert (after.status_code, after.error) == (204, None)  # no stray cancellation
+
+
+async def test_a_cancelled_attempt_is_cancelled_not_timed_out() -> None:
+    """Stopping the dispatcher cancels its lanes mid-attempt: that must stay a cancellation,
+    not be recorded as a timed-out attempt."""
+    async with trickler() as port, sender(LOOPBACK) as s:
+        attempt = asyncio.create_task(s.post(f"http://127.0.0.1:{port}/slow", {}, "{}"))
+        await asyncio.sleep(0.5)
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        assert attempt.cancelled()
+        assert not s._deadlines
 
 
 @pytest.mark.parametrize("address", [
