@@ -189,18 +189,19 @@ async def test_every_change_is_recorded_however_many(db_url: str, n: int) -> Non
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("how", ["lock_items", "item_refs_by_sku"])
+@pytest.mark.parametrize("how", ["lock_items", "item_refs_by_sku", "locked_refs_and_locations"])
 async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
         db_url: str, how: str) -> None:
     """On PostgreSQL, SQLAlchemy begins the transaction with its first statement; the row
-    locks of `lock_items` (or of `item_refs_by_sku(lock=True)`, which applying changes uses),
+    locks of `lock_items` (or of `item_refs_by_sku(lock=True)` or `locked_refs_and_locations`,
+    which applying changes uses),
     sent through the driver as the unit of work's very first statement, must still hold until
     the commit."""
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks: PostgreSQL only (SQLite has one writer)")
     db = SqlDatabase(db_url)
     try:
-        tenant = await _tenant(db, ["LOCKED"], [])
+        tenant = await _tenant(db, ["LOCKED"], ["L1"])
         [item] = (await db.run(lambda uow: uow.catalog.item_refs_by_sku(
             tenant, ["LOCKED"]))).values()
         assert item.id is not None
@@ -209,8 +210,10 @@ async def test_a_first_statement_through_the_driver_runs_inside_the_transaction(
         async def hold(uow: UnitOfWork) -> None:
             if how == "lock_items":  # the first statement
                 await uow.catalog.lock_items([item.id])
-            else:
+            elif how == "item_refs_by_sku":
                 await uow.catalog.item_refs_by_sku(tenant, ["LOCKED"], lock=True)
+            else:
+                await uow.catalog.locked_refs_and_locations(tenant, ["LOCKED"], ["L1"])
             locked.set()
             await release.wait()
 

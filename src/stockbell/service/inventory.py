@@ -244,12 +244,12 @@ async def apply_grouped(
     transaction this way (see `service/coalesce.py`), one commit for all of them."""
     now = now or utcnow()
     results: list[dict[str, Any] | StockbellError] = []
-    # Locked as they are read (PostgreSQL: one round trip instead of two); a SKU of a
-    # request that fails is locked too, which only serialises a little more.
-    items = await uow.catalog.item_refs_by_sku(
-        tenant, {c.sku_code for r in requests for c in r}, lock=True)
-    locations, markets_of = await uow.catalog.locations_with_markets(
-        tenant, {c.location for r in requests for c in r})
+    # Locked as they are read, with the locations (PostgreSQL: one round trip where it was
+    # three); a SKU of a request that fails is locked too, which only serialises a little
+    # more.
+    items, locations, markets_of = await uow.catalog.locked_refs_and_locations(
+        tenant, {c.sku_code for r in requests for c in r},
+        {c.location for r in requests for c in r})
     resolved: list[list[Change]] = []
     for inputs in requests:
         try:
@@ -296,10 +296,13 @@ async def apply_grouped(
     decided = await _decide(uow, plan, rises, firing)
 
     async def write() -> dict[int, int]:
-        await uow.stock.save(tenant, ledger, [o for mine in outcomes for o in mine], now)
-        if firing.statuses:
-            await uow.subscriptions.set_statuses(firing.statuses, now)
-        return await _persist(uow, tenant, decided, loc_by_id, now)
+        # On PostgreSQL the stock, the sequences and a few events go as one statement, with
+        # the endpoints' read (see store/repos/bulk.py, combined_writes).
+        async with uow.combined_writes():
+            await uow.stock.save(tenant, ledger, [o for mine in outcomes for o in mine], now)
+            if firing.statuses:
+                await uow.subscriptions.set_statuses(firing.statuses, now)
+            return await _persist(uow, tenant, decided, loc_by_id, now)
 
     # The writes go to the database (SQLite works in its own thread, PostgreSQL in its own
     # process) while the answers are rendered here; only `write` uses the connection.

@@ -7,6 +7,7 @@ Repositories never commit; only the unit of work does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -58,6 +59,9 @@ class CatalogRepo(Protocol):
     async def locations_with_markets(
         self, tenant: Tenant, codes: Iterable[str]
     ) -> tuple[dict[str, Location], dict[int, frozenset[int]]]: ...
+    async def locked_refs_and_locations(
+        self, tenant: Tenant, sku_codes: Iterable[str], location_codes: Iterable[str]
+    ) -> tuple[dict[str, ItemRef], dict[str, Location], dict[int, frozenset[int]]]: ...
     async def scope_codes(
         self, location_ids: Iterable[int], market_ids: Iterable[int]
     ) -> dict[str, str]: ...
@@ -194,6 +198,11 @@ class UnitOfWork(Protocol):
     def deliveries(self) -> DeliveriesRepo: ...
     @property
     def customers(self) -> CustomersRepo: ...
+    def combined_writes(self) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes may be kept back and sent together with a later statement
+        (fewer round trips on PostgreSQL); all are sent by its end. Inside it, only the
+        repositories' bulk methods may run (see store/repos/bulk.py)."""
+        ...
 
 
 class Database(Protocol):

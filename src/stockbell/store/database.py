@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -18,6 +19,7 @@ from stockbell.service.ports import Claimed, UnitOfWork
 from stockbell.store.checkpoint import FALLBACK_PAGES, WalCheckpointer
 from stockbell.store.engine import create_engine, is_sqlite
 from stockbell.store.repos.accounts import SqlAccounts
+from stockbell.store.repos.bulk import combined_writes
 from stockbell.store.repos.catalog import SqlCatalog
 from stockbell.store.repos.customers import SqlCustomers
 from stockbell.store.repos.deliveries import SqlDeliveries
@@ -46,6 +48,9 @@ class SqlUnitOfWork:
         self.webhooks = SqlWebhooks(conn)
         self.deliveries = SqlDeliveries(conn)
         self.customers = SqlCustomers(conn)
+
+    def combined_writes(self) -> AbstractAsyncContextManager[None]:
+        return combined_writes(self.conn)
 
 
 def _transient(exc: DBAPIError) -> bool:

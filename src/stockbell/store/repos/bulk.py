@@ -15,7 +15,8 @@ the statement itself, and a one-change transaction made 18 of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,17 @@ async def driver(conn: AsyncConnection) -> Any:
     of work's transaction: statements sent on it skip SQLAlchemy's per-statement and per-row
     work. SQLAlchemy's asyncpg adapter sends BEGIN only with its own first statement, so a
     driver statement that came first would run (and commit, and drop its locks) on its own:
-    here the transaction is begun first. (SQLite's begins with the unit of work.)"""
+    here the transaction is begun first. (SQLite's begins with the unit of work.) Writes
+    deferred by `combined_writes` are sent first, so the caller's statement sees them."""
+    raw = await _begun(conn)
+    pending = _PENDING.get(conn)
+    if pending:
+        await raw.execute(*_carrying(pending, "SELECT 1", ()))
+        pending.clear()
+    return raw
+
+
+async def _begun(conn: AsyncConnection) -> Any:
     raw = await _raw(conn)
     if conn.dialect.name == "postgresql" and not raw.is_in_transaction():
         await _begin_postgres(conn)
@@ -112,14 +123,17 @@ async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
 @dataclass(frozen=True, slots=True)
 class RowWrite:
     """Rows for one table, in storage form: inserted, or with `key` upserted (on a conflict
-    over `key` the other columns are overwritten; the keys of `rows` must be distinct).
-    `pg_types` names the columns' PostgreSQL types."""
+    over `key` the other columns are overwritten; the keys of `rows` must be distinct), or
+    with `update` the existing rows matched on `key` updated (rows that match none are
+    dropped). `pg_types` names the columns' PostgreSQL types; a value of type `json` is its
+    JSON text."""
 
     table: str
     columns: tuple[str, ...]
     pg_types: tuple[str, ...]
     rows: Sequence[tuple[Any, ...]]
     key: tuple[str, ...] = ()
+    update: bool = False
 
     def conflict(self) -> str:
         if not self.key:
@@ -128,17 +142,87 @@ class RowWrite:
         return f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {sets}"
 
     def pg_insert(self, n: int) -> str:
-        """The INSERT reading parameter n: the rows as one JSON array of objects, read by
-        `json_to_recordset` in row order."""
+        """The INSERT (or with `update` the UPDATE) reading parameter n: the rows as one
+        JSON array of objects, read by `json_to_recordset` in row order."""
         names = ", ".join(self.columns)
         shape = ", ".join(f"{c} {t}" for c, t in zip(self.columns, self.pg_types, strict=True))
-        return (f"INSERT INTO {self.table} ({names}) SELECT {names} "
-                f"FROM json_to_recordset(${n}::json) AS r({shape}){self.conflict()}")
+        rows = f"json_to_recordset(${n}::json) AS r({shape})"
+        if self.update:
+            sets = ", ".join(f"{c} = r.{c}" for c in self.columns if c not in self.key)
+            match = " AND ".join(f"t.{c} = r.{c}" for c in self.key)
+            return f"UPDATE {self.table} AS t SET {sets} FROM {rows} WHERE {match}"
+        return f"INSERT INTO {self.table} ({names}) SELECT {names} FROM {rows}{self.conflict()}"
 
     def pg_param(self) -> str:
         columns = self.columns
-        return orjson.dumps([dict(zip(columns, row, strict=True))
-                             for row in self.rows]).decode()
+        raw = [n for n, t in enumerate(self.pg_types) if t == "json"]
+        rows: Iterable[Sequence[Any]] = self.rows
+        if raw:  # JSON text goes in as JSON, not as a string holding it
+            rows = [[orjson.Fragment(v) if n in raw and v is not None else v
+                     for n, v in enumerate(row)] for row in self.rows]
+        return orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
+
+    def sqlite_statement(self) -> tuple[str, list[tuple[Any, ...]]]:
+        """One statement for `executemany`, and its rows in parameter order."""
+        if not self.update:
+            marks = ", ".join("?" * len(self.columns))
+            return (f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+                    f"VALUES ({marks}){self.conflict()}", list(self.rows))
+        cols = [n for n, c in enumerate(self.columns) if c not in self.key]
+        keys = [self.columns.index(c) for c in self.key]
+        sets = ", ".join(f"{self.columns[n]} = ?" for n in cols)
+        match = " AND ".join(f"{c} = ?" for c in self.key)
+        return (f"UPDATE {self.table} SET {sets} WHERE {match}",
+                [tuple(row[n] for n in [*cols, *keys]) for row in self.rows])
+
+
+# Writes deferred per connection while its `combined_writes` scope is open.
+_PENDING: dict[AsyncConnection, list[RowWrite]] = {}
+
+
+@asynccontextmanager
+async def combined_writes(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Within this scope, on PostgreSQL, `defer_rows` keeps writes back and sends them with
+    the next statement that goes through the driver (`driver`; `fetch_rows(...,
+    carried=True)` as the same statement), or at the scope's end. A group commit of
+    one-change requests wrote stock, availability and the changes (one statement), bumped
+    the items' sequences (one) and copied the events (a COPY, two round trips): each round
+    trip waits for PostgreSQL and then for serve's event loop to come back to it, between
+    HTTP requests (docs/performance.md, thirteenth session). SQLAlchemy's own statements
+    do not send deferred writes: in the scope they may only read tables those writes do not
+    touch. On SQLite (one writer, statements on the loop's thread) nothing is deferred."""
+    if conn.dialect.name != "postgresql" or conn in _PENDING:
+        yield
+        return
+    pending = _PENDING[conn] = []
+    try:
+        yield
+        if pending:
+            raw = await _begun(conn)
+            await raw.execute(*_carrying(pending, "SELECT 1", ()))
+    finally:
+        del _PENDING[conn]
+
+
+async def defer_rows(conn: AsyncConnection, writes: Sequence[RowWrite]) -> None:
+    """`write_rows`, kept back inside a `combined_writes` scope."""
+    pending = _PENDING.get(conn)
+    if pending is None:
+        await write_rows(conn, writes)
+    else:
+        pending.extend(w for w in writes if w.rows)
+
+
+def _carrying(writes: Sequence[RowWrite], query: str,
+              params: Sequence[Any]) -> tuple[Any, ...]:
+    """`query` (parameters $1..$len(params)) as the primary query of a WITH statement whose
+    data-modifying clauses are `writes`, and all parameters. PostgreSQL runs each clause
+    exactly once, whether or not the query reads it; the query sees the tables as they were
+    before the clauses."""
+    first = len(params) + 1
+    clauses = ", ".join(f"w{n} AS ({w.pg_insert(n)})"
+                        for n, w in enumerate(writes, start=first))
+    return f"WITH {clauses} {query}", *params, *(w.pg_param() for w in writes)
 
 
 async def write_rows(conn: AsyncConnection, writes: Sequence[RowWrite]) -> None:
@@ -153,13 +237,10 @@ async def write_rows(conn: AsyncConnection, writes: Sequence[RowWrite]) -> None:
         return
     raw: Any = await driver(conn)
     if conn.dialect.name == "postgresql":
-        clauses = ", ".join(f"w{n} AS ({w.pg_insert(n)})" for n, w in enumerate(todo, start=1))
-        await raw.execute(f"WITH {clauses} SELECT 1", *(w.pg_param() for w in todo))
+        await raw.execute(*_carrying(todo, "SELECT 1", ()))
         return
     for w in todo:
-        marks = ", ".join("?" * len(w.columns))
-        await sqlite_many(raw, f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
-                               f"VALUES ({marks}){w.conflict()}", w.rows)
+        await sqlite_many(raw, *w.sqlite_statement())
 
 
 def pg_array(values: Iterable[int] | Iterable[str]) -> str:
@@ -178,14 +259,22 @@ def pg_array(values: Iterable[int] | Iterable[str]) -> str:
 
 
 async def fetch_rows(conn: AsyncConnection, postgres_sql: str, sqlite_sql: str,
-                     params: Sequence[Any],
-                     sqlite_params: Sequence[Any] | None = None) -> Sequence[Sequence[Any]]:
+                     params: Sequence[Any], sqlite_params: Sequence[Any] | None = None, *,
+                     carried: bool = False) -> Sequence[Sequence[Any]]:
     """The rows of one query, sent through the driver in the caller's transaction. Array
     parameters are lists: PostgreSQL gets them as array literals (`pg_array`; the statement
     casts them, `$n::text::bigint[]`), SQLite as JSON text for `json_each(?n)`
-    (`sqlite_params`, when given, are SQLite's instead of `params`)."""
+    (`sqlite_params`, when given, are SQLite's instead of `params`). `carried`: the query
+    reads no table that writes deferred by `combined_writes` touch, so on PostgreSQL it
+    carries them, as one statement (it must not begin with WITH)."""
     if conn.dialect.name == "postgresql":
         params = [pg_array(p) if isinstance(p, list) else p for p in params]
+        pending = _PENDING.get(conn) if carried else None
+        if pending:
+            raw = await _begun(conn)
+            rows = await raw.fetch(*_carrying(pending, postgres_sql, params))
+            pending.clear()
+            return list(rows)
         raw = await driver(conn)
         return list(await raw.fetch(postgres_sql, *params))
     raw = await driver(conn)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stockbell.domain.accounts import Tenant
 from stockbell.domain.catalog import Item, ItemRef, Location, Market
 from stockbell.service.pagination import PageRequest
-from stockbell.store.repos.bulk import fetch_rows
+from stockbell.store.repos.bulk import RowWrite, defer_rows, fetch_rows
 from stockbell.store.repos.util import insert_for
 from stockbell.store.tables import items, locations, market_locations, markets
 from stockbell.store.types import from_micros, json_value
@@ -57,7 +57,19 @@ _WITH_MARKETS = ("SELECT l.id, l.code, l.name, l.created_at, l.updated_at, m.mar
                  "WHERE l.account_id = {} AND l.mode = {} AND l.code {}")
 _WITH_MARKETS_PG = _WITH_MARKETS.format("$1", "$2", "= ANY($3::text::text[])")
 _WITH_MARKETS_SQLITE = _WITH_MARKETS.format("?1", "?2", "IN (SELECT value FROM json_each(?3))")
-_LOCK_ITEMS_PG = "SELECT id FROM items WHERE id = ANY($1::text::bigint[]) ORDER BY id FOR UPDATE"
+_LOCK_ITEMS_PG = ("SELECT id, sequence FROM items WHERE id = ANY($1::text::bigint[]) "
+                  "ORDER BY id FOR UPDATE")
+# The items locked (in id order, as lock_items does) and the locations with their markets,
+# in one round trip; told apart by the first column.
+_LOCKED_REFS_AND_LOCATIONS_PG = (
+    "WITH i AS MATERIALIZED (SELECT id, public_id, sku_code, sequence FROM items "
+    "WHERE account_id = $1 AND mode = $2 AND sku_code = ANY($3::text::text[]) "
+    "ORDER BY id FOR UPDATE) "
+    "SELECT true, id, public_id, sku_code, sequence, NULL::bigint, NULL::bigint FROM i "
+    "UNION ALL "
+    "SELECT false, l.id, l.code, l.name, l.created_at, l.updated_at, m.market_id "
+    "FROM locations AS l LEFT JOIN market_locations AS m ON m.location_id = l.id "
+    "WHERE l.account_id = $1 AND l.mode = $2 AND l.code = ANY($4::text::text[])")
 _BUMP_SEQUENCES_PG = (
     "UPDATE items SET sequence = items.sequence + b.n "
     "FROM unnest($1::text::bigint[], $2::text::bigint[]) AS b(id, n) WHERE items.id = b.id "
@@ -85,6 +97,21 @@ def _stored_item(r: Sequence[Any]) -> Item:
     )
 
 
+def _with_markets(rows: Iterable[Sequence[Any]]
+                  ) -> tuple[dict[str, Location], dict[int, frozenset[int]]]:
+    """Locations by code and their markets by location id, from rows of (id, code, name,
+    created_at, updated_at, market_id): a location in n markets comes n times."""
+    found: dict[str, Location] = {}
+    markets_of: dict[int, set[int]] = {}
+    for loc_id, code, name, created, updated, market_id in rows:
+        if code not in found:
+            found[code] = Location(code, loc_id, name, from_micros(created),
+                                   from_micros(updated))
+        if market_id is not None:
+            markets_of.setdefault(loc_id, set()).add(market_id)
+    return found, {k: frozenset(v) for k, v in markets_of.items()}
+
+
 def _location(m: Any) -> Location:
     return Location(m["code"], m["id"], m["name"], m["created_at"], m["updated_at"])
 
@@ -92,6 +119,10 @@ def _location(m: Any) -> Location:
 class SqlCatalog:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        # PostgreSQL: the event sequence of each item this transaction holds locked, as of
+        # now. Read with the lock, so bumping needs no statement of its own that returns
+        # the new values: the update is deferred with the transaction's other writes.
+        self._sequences: dict[int, int] = {}
 
     async def upsert_item(self, tenant: Tenant, item: Item, now: datetime) -> Item:
         values = {f: getattr(item, f) for f in _ITEM_FIELDS}
@@ -236,17 +267,29 @@ class SqlCatalog:
         wanted = list(codes)
         if not wanted:
             return {}, {}
-        found: dict[str, Location] = {}
-        markets_of: dict[int, set[int]] = {}
-        for loc_id, code, name, created, updated, market_id in await fetch_rows(
-                self.conn, _WITH_MARKETS_PG, _WITH_MARKETS_SQLITE,
-                [tenant.account_id, tenant.mode.value, wanted]):
-            if code not in found:
-                found[code] = Location(code, loc_id, name, from_micros(created),
-                                       from_micros(updated))
-            if market_id is not None:
-                markets_of.setdefault(loc_id, set()).add(market_id)
-        return found, {k: frozenset(v) for k, v in markets_of.items()}
+        return _with_markets(await fetch_rows(
+            self.conn, _WITH_MARKETS_PG, _WITH_MARKETS_SQLITE,
+            [tenant.account_id, tenant.mode.value, wanted]))
+
+    async def locked_refs_and_locations(
+            self, tenant: Tenant, sku_codes: Iterable[str], location_codes: Iterable[str]
+    ) -> tuple[dict[str, ItemRef], dict[str, Location], dict[int, frozenset[int]]]:
+        """`item_refs_by_sku(lock=True)` and `locations_with_markets` together: what applying
+        changes resolves first. On PostgreSQL one statement (each is a round trip inside the
+        group commit, waited for between HTTP requests); on SQLite the two."""
+        codes, wanted = list(sku_codes), list(location_codes)
+        if self.conn.dialect.name != "postgresql" or not codes or not wanted:
+            refs = await self.item_refs_by_sku(tenant, codes, lock=True)
+            return refs, *await self.locations_with_markets(tenant, wanted)
+        rows = await fetch_rows(self.conn, _LOCKED_REFS_AND_LOCATIONS_PG, "",
+                                [tenant.account_id, tenant.mode.value, codes, wanted])
+        refs = {}
+        for r in rows:
+            if r[0]:
+                refs[r[3]] = ItemRef(r[1], r[2], r[3])
+                self._sequences[r[1]] = r[4]
+        return refs, *_with_markets([r[1:] for r in rows if not r[0]])
+
 
     async def scope_codes(self, location_ids: Iterable[int],
                           market_ids: Iterable[int]) -> dict[str, str]:
@@ -269,16 +312,30 @@ class SqlCatalog:
         the row locks in id order."""
         if self.conn.dialect.name != "postgresql" or not item_ids:
             return
-        await fetch_rows(self.conn, _LOCK_ITEMS_PG, "", [sorted(item_ids)])
+        for item_id, sequence in await fetch_rows(self.conn, _LOCK_ITEMS_PG, "",
+                                                  [sorted(item_ids)]):
+            self._sequences[item_id] = sequence
 
     async def bump_sequences(self, counts: dict[int, int]) -> dict[int, int]:
         """Advance each item's event sequence by its count; returns the new last values.
         One statement, whatever the number of items (the items are locked by the caller on
-        PostgreSQL, and SQLite has one writer)."""
+        PostgreSQL, and SQLite has one writer). On PostgreSQL, for items this transaction
+        locked, the new values are known here and the update is deferred (`defer_rows`)."""
         if not counts:
             return {}
+        known = self._sequences
+        if known and all(i in known for i in counts):
+            last = {i: known[i] + n for i, n in counts.items()}
+            known.update(last)
+            await defer_rows(self.conn, [RowWrite("items", ("id", "sequence"),
+                                                  ("bigint", "bigint"), sorted(last.items()),
+                                                  key=("id",), update=True)])
+            return last
         ids = sorted(counts)
         rows = await fetch_rows(self.conn, _BUMP_SEQUENCES_PG, _BUMP_SEQUENCES_SQLITE,
                                 [ids, [counts[i] for i in ids]],
                                 [[[i, counts[i]] for i in ids]])
-        return {int(item_id): int(sequence) for item_id, sequence in rows}
+        last = {int(item_id): int(sequence) for item_id, sequence in rows}
+        if self.conn.dialect.name == "postgresql":
+            known.update(last)  # the update locked these rows: the values stay true
+        return last

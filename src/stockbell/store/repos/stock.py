@@ -18,7 +18,7 @@ from stockbell.domain.stock import (
     StockKey,
     StockLedger,
 )
-from stockbell.store.repos.bulk import RowWrite, fetch_rows, insert_rows, write_rows
+from stockbell.store.repos.bulk import RowWrite, defer_rows, fetch_rows, insert_rows
 from stockbell.store.tables import availability, market_locations, stock
 from stockbell.store.types import from_micros, to_micros
 
@@ -125,7 +125,8 @@ class SqlStock:
                    now: datetime) -> None:
         """Write the ledger's dirty rows back and record every change of the batch, applied
         or ignored (inventory_changes): on PostgreSQL one statement, one round trip (where
-        the two upserts and a COPY were four), and a COPY more past 200 changes."""
+        the two upserts and a COPY were four), and a COPY more past 200 changes; deferred
+        inside `combined_writes`."""
         at = to_micros(now)
         micros = _Micros()
         account_id, mode = tenant.account_id, tenant.mode.value
@@ -147,10 +148,10 @@ class SqlStock:
                 key=("item_id", "scope_key")),
         ]
         if len(changes) > _CHANGES_IN_STATEMENT:
-            await write_rows(self.conn, writes)
+            await defer_rows(self.conn, writes)
             await insert_rows(self.conn, "inventory_changes", _CHANGES, changes)
             return
-        await write_rows(self.conn, [*writes,
+        await defer_rows(self.conn, [*writes,
                                      RowWrite("inventory_changes", _CHANGES, _CHANGES_TYPES,
                                               changes)])
 

@@ -124,7 +124,9 @@ class SqlWebhooks:
 
     async def enabled(self, tenant: Tenant) -> list[Endpoint]:
         where = "WHERE account_id = {} AND mode = {} AND enabled ORDER BY pk"
+        # Carries the writes a group commit deferred (bulk.combined_writes): no table of
+        # theirs is read here.
         rows = await fetch_rows(self.conn, f"{_SELECT} {where.format('$1', '$2')}",
                                 f"{_SELECT} {where.format('?1', '?2')}",
-                                [tenant.account_id, tenant.mode.value])
+                                [tenant.account_id, tenant.mode.value], carried=True)
         return [_stored_endpoint(r) for r in rows]
