@@ -161,10 +161,10 @@ async def test_a_carried_read_takes_the_deferred_writes_along(db_url: str) -> No
 
 
 @pytest.mark.postgres
-async def test_a_group_commit_sends_three_statements_between_begin_and_commit(
+async def test_a_group_commit_sends_two_statements_between_begin_and_commit(
         db_url: str) -> None:
     """The round trips of a PostgreSQL group commit of one-change requests: the items locked
-    with the locations, the stock read, and the writes (stock, availability, the changes,
+    with the locations and their stock, and the writes (stock, availability, the changes,
     the items' sequences, the events) carried by the endpoints' read; here also the
     subscriptions waiting on the availability's rise, and the deliveries for the endpoint.
     Its events hold what was rendered, each with one delivery."""
@@ -191,15 +191,16 @@ async def test_a_group_commit_sends_three_statements_between_begin_and_commit(
         assert [r["applied"] for r in results] == [1, 1]
         statements = [q.query for q in queries
                       if q.query.strip().upper() not in ("BEGIN;", "COMMIT;")]
-        # The three and the subscriptions waiting on the rise (none); asyncpg does not log
+        # The two and the subscriptions waiting on the rise (none); asyncpg does not log
         # the deliveries' COPY (they are counted below).
-        assert len(statements) == 4, statements
+        assert len(statements) == 3, statements
         assert "FOR UPDATE" in statements[0]
         assert "market_locations" in statements[0]
-        assert statements[1].startswith("SELECT true, item_id, location_id")
-        assert statements[2].startswith("SELECT s.pk, s.item_id, s.scope_key")
-        assert "INSERT INTO events" in statements[3]
-        assert "webhook_endpoints" in statements[3]
+        assert "FROM stock" in statements[0]
+        assert "FROM availability" in statements[0]
+        assert statements[1].startswith("SELECT s.pk, s.item_id, s.scope_key")
+        assert "INSERT INTO events" in statements[2]
+        assert "webhook_endpoints" in statements[2]
 
         async def read(uow: UnitOfWork) -> list[Any]:
             conn = _sql(uow).conn
@@ -211,5 +212,122 @@ async def test_a_group_commit_sends_three_statements_between_begin_and_commit(
         rows = await db.run(read)
         assert [(r[0], r[1], r[3]) for r in rows] == [("inventory.count.updated", 1, 1)] * 2
         assert all('"quantity"' in r[2] for r in rows)
+    finally:
+        await db.dispose()
+
+
+async def test_stock_read_with_the_lock_is_what_a_fresh_read_gives(db_url: str) -> None:
+    """The stock and availability rows read with the items' lock (PostgreSQL) make the same
+    ledger as `load` reading them alone: every state and scope asked for, markets included,
+    rows of other locations and items left out; on PostgreSQL without a statement of its
+    own. A second `load` (or one after a write) reads the database again."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["P1", "P2", "P3"], ["L1", "L2", "L3"])
+        await db.run(lambda uow: catalog.upsert_market(
+            uow, tenant, Market("EU", location_codes=["L1", "L2"])))
+        batch = [ChangeInput("count", sku, loc, str(n), state)
+                 for n, (sku, loc, state) in enumerate(
+                     [(s, loc, st) for s in ("P1", "P2", "P3") for loc in ("L1", "L2", "L3")
+                      for st in ("IN_STOCK", "WASTE")], start=1)]
+        await db.run(lambda uow: apply_grouped(uow, tenant, [batch]))
+        refs = await db.run(lambda uow: uow.catalog.item_refs_by_sku(tenant, ["P1", "P2"]))
+        locs, markets_of = await db.run(
+            lambda uow: uow.catalog.locations_with_markets(tenant, ["L1", "L3"]))
+        p1, p2 = refs["P1"].id, refs["P2"].id
+        l1, l3 = locs["L1"].id, locs["L3"].id
+        assert p1
+        assert p2
+        assert l1
+        assert l3
+        [eu] = markets_of[l1]
+        stock_keys = {(p1, l1, "IN_STOCK"), (p1, l3, "WASTE"), (p2, l3, "IN_STOCK"),
+                      (p2, l1, "SOLD")}  # the last has no row
+        avail_keys = {(p1, "*"), (p1, f"L:{l1}"), (p1, f"M:{eu}"), (p2, f"L:{l3}")}
+        fresh = await db.run(lambda uow: uow.stock.load(stock_keys, avail_keys))
+        assert fresh.quantities
+        assert fresh.availability
+        postgres = db_url.startswith("postgresql")
+        queries: list[Any] = []
+
+        async def work(uow: UnitOfWork) -> None:
+            raw = await driver(_sql(uow).conn)
+            await uow.catalog.locked_refs_and_locations(tenant, ["P1", "P2"], ["L1", "L3"])
+            if postgres:
+                raw.add_query_logger(queries.append)
+            got = await uow.stock.load(stock_keys, avail_keys)
+            assert (got.quantities, got.counted_at, got.availability) == (
+                fresh.quantities, fresh.counted_at, fresh.availability)
+            again = await uow.stock.load(stock_keys, avail_keys)
+            assert (again.quantities, again.availability) == (
+                fresh.quantities, fresh.availability)
+            if postgres:
+                await asyncio.sleep(0)
+                raw.remove_query_logger(queries.append)
+
+        await db.run(work)
+        if postgres:  # the first load read nothing, the second the stock and availability
+            assert [q.query[:30] for q in queries] == [
+                "SELECT true, item_id, location"], queries
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_group_that_waited_for_the_lock_reads_the_stock_again(db_url: str) -> None:
+    """A statement reads from the snapshot it took before it waited for a row lock. Here a
+    group commit waits for another transaction that moves stock of the same item and
+    commits: the group must count from what that transaction wrote (no lost update), having
+    seen the item's sequence change and read the stock again."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer)")
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await _tenant(db, ["W1"], ["L1"])
+        move = [ChangeInput("adjustment", "W1", "L1", "5", from_state="NONE",
+                            to_state="IN_STOCK")]
+        await db.run(lambda uow: apply_grouped(uow, tenant, [move]))
+        locked, release = asyncio.Event(), asyncio.Event()
+        queries: list[Any] = []
+
+        async def first(uow: UnitOfWork) -> None:
+            await apply_grouped(uow, tenant, [move])
+            locked.set()
+            await release.wait()
+
+        async def second(uow: UnitOfWork) -> list[Any]:
+            raw = await driver(_sql(uow).conn)
+            raw.add_query_logger(queries.append)
+            try:
+                return await apply_grouped(uow, tenant, [move])
+            finally:
+                await asyncio.sleep(0)
+                raw.remove_query_logger(queries.append)
+
+        holder = asyncio.ensure_future(db.run(first))
+        await asyncio.wait_for(locked.wait(), 10)
+        waiter = asyncio.ensure_future(db.run(second))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # waiting for the item's lock
+        release.set()
+        await holder
+        [result] = await asyncio.wait_for(waiter, 10)
+        assert result["applied"] == 1
+        [change] = result["changes"]
+        assert {"state": "IN_STOCK", "quantity": "15"} in change["counts"], change
+        statements = [q.query for q in queries
+                      if q.query.strip().upper() not in ("BEGIN;", "COMMIT;")]
+        assert statements[1].startswith("SELECT true, item_id, location_id"), statements
+
+        async def level(uow: UnitOfWork) -> tuple[list[Any], int]:
+            refs = await uow.catalog.item_refs_by_sku(tenant, ["W1"])
+            item_id = refs["W1"].id
+            assert item_id is not None
+            return (await uow.stock.stock_of_item(item_id),
+                    await uow.stock.availability(item_id, "*"))
+
+        rows, total = await db.run(level)
+        assert [(r[1], r[2]) for r in rows] == [("IN_STOCK", 15_000_000)]
+        assert total == 15_000_000
     finally:
         await db.dispose()

@@ -40,8 +40,8 @@ class SqlUnitOfWork:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.accounts = SqlAccounts(conn)
-        self.catalog = SqlCatalog(conn)
         self.stock = SqlStock(conn)
+        self.catalog = SqlCatalog(conn, self.stock.prefetch)
         self.subscriptions = SqlSubscriptions(conn)
         self.events = SqlEvents(conn)
         self.idempotency = SqlIdempotency(conn)

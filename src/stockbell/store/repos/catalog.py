@@ -13,6 +13,7 @@ from stockbell.domain.accounts import Tenant
 from stockbell.domain.catalog import Item, ItemRef, Location, Market
 from stockbell.service.pagination import PageRequest
 from stockbell.store.repos.bulk import RowWrite, defer_rows, fetch_rows
+from stockbell.store.repos.stock import StockPrefetch
 from stockbell.store.repos.util import insert_for
 from stockbell.store.tables import items, locations, market_locations, markets
 from stockbell.store.types import from_micros, json_value
@@ -59,17 +60,29 @@ _WITH_MARKETS_PG = _WITH_MARKETS.format("$1", "$2", "= ANY($3::text::text[])")
 _WITH_MARKETS_SQLITE = _WITH_MARKETS.format("?1", "?2", "IN (SELECT value FROM json_each(?3))")
 _LOCK_ITEMS_PG = ("SELECT id, sequence FROM items WHERE id = ANY($1::text::bigint[]) "
                   "ORDER BY id FOR UPDATE")
-# The items locked (in id order, as lock_items does) and the locations with their markets,
-# in one round trip; told apart by the first column.
-_LOCKED_REFS_AND_LOCATIONS_PG = (
+# The items locked (in id order, as lock_items does), the locations with their markets, and
+# the stock and availability rows of those items there, in one round trip; told apart by
+# the first column. A statement reads from the snapshot it took before waiting for a lock,
+# so each item's sequence comes twice: from the locked row (its last committed version) and
+# as the snapshot saw it. Every write of stock bumps the sequences of its items under their
+# lock, so where the two agree the stock rows read are current (`StockPrefetch`).
+_LOCKED_REFS_LOCATIONS_AND_STOCK_PG = (
     "WITH i AS MATERIALIZED (SELECT id, public_id, sku_code, sequence FROM items "
     "WHERE account_id = $1 AND mode = $2 AND sku_code = ANY($3::text::text[]) "
-    "ORDER BY id FOR UPDATE) "
-    "SELECT true, id, public_id, sku_code, sequence, NULL::bigint, NULL::bigint FROM i "
-    "UNION ALL "
-    "SELECT false, l.id, l.code, l.name, l.created_at, l.updated_at, m.market_id "
+    "ORDER BY id FOR UPDATE), "
+    "l AS MATERIALIZED (SELECT l.id, l.code, l.name, l.created_at, l.updated_at, m.market_id "
     "FROM locations AS l LEFT JOIN market_locations AS m ON m.location_id = l.id "
-    "WHERE l.account_id = $1 AND l.mode = $2 AND l.code = ANY($4::text::text[])")
+    "WHERE l.account_id = $1 AND l.mode = $2 AND l.code = ANY($4::text::text[])) "
+    "SELECT 0, i.id, i.sequence, i.public_id, i.sku_code, s.sequence, NULL::bigint "
+    "FROM i JOIN items AS s ON s.id = i.id "
+    "UNION ALL SELECT 1, id, market_id, code, name, created_at, updated_at FROM l "
+    "UNION ALL SELECT 2, item_id, location_id, state, NULL, quantity, counted_at FROM stock "
+    "WHERE item_id = ANY(ARRAY(SELECT id FROM i)) "
+    "AND location_id = ANY(ARRAY(SELECT id FROM l)) "
+    "UNION ALL SELECT 3, item_id, NULL, scope_key, NULL, quantity, NULL FROM availability "
+    "WHERE item_id = ANY(ARRAY(SELECT id FROM i)) AND scope_key = ANY(ARRAY(SELECT '*' "
+    "UNION ALL SELECT 'L:' || id FROM l UNION ALL SELECT 'M:' || market_id FROM l "
+    "WHERE market_id IS NOT NULL))")
 _BUMP_SEQUENCES_PG = (
     "UPDATE items SET sequence = items.sequence + b.n "
     "FROM unnest($1::text::bigint[], $2::text::bigint[]) AS b(id, n) WHERE items.id = b.id "
@@ -117,8 +130,10 @@ def _location(m: Any) -> Location:
 
 
 class SqlCatalog:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, prefetch: StockPrefetch | None = None) -> None:
         self.conn = conn
+        # Where the stock rows read with the items' lock are left for `SqlStock.load`.
+        self.prefetch = prefetch if prefetch is not None else StockPrefetch()
         # PostgreSQL: the event sequence of each item this transaction holds locked, as of
         # now. Read with the lock, so bumping needs no statement of its own that returns
         # the new values: the update is deferred with the transaction's other writes.
@@ -276,19 +291,37 @@ class SqlCatalog:
     ) -> tuple[dict[str, ItemRef], dict[str, Location], dict[int, frozenset[int]]]:
         """`item_refs_by_sku(lock=True)` and `locations_with_markets` together: what applying
         changes resolves first. On PostgreSQL one statement (each is a round trip inside the
-        group commit, waited for between HTTP requests); on SQLite the two."""
+        group commit, waited for between HTTP requests), which also reads the items' stock at
+        those locations for the `load` that follows; on SQLite the two."""
         codes, wanted = list(sku_codes), list(location_codes)
+        self.prefetch.rows = None
         if self.conn.dialect.name != "postgresql" or not codes or not wanted:
             refs = await self.item_refs_by_sku(tenant, codes, lock=True)
             return refs, *await self.locations_with_markets(tenant, wanted)
-        rows = await fetch_rows(self.conn, _LOCKED_REFS_AND_LOCATIONS_PG, "",
+        rows = await fetch_rows(self.conn, _LOCKED_REFS_LOCATIONS_AND_STOCK_PG, "",
                                 [tenant.account_id, tenant.mode.value, codes, wanted])
         refs = {}
-        for r in rows:
-            if r[0]:
-                refs[r[3]] = ItemRef(r[1], r[2], r[3])
-                self._sequences[r[1]] = r[4]
-        return refs, *_with_markets([r[1:] for r in rows if not r[0]])
+        current = True
+        location_rows, stock_rows, avail_rows = [], [], []
+        for kind, a, b, c, d, e, f in rows:
+            if kind == 0:
+                refs[d] = ItemRef(a, c, d)
+                self._sequences[a] = b
+                current = current and b == e
+            elif kind == 1:
+                location_rows.append((a, c, d, e, f, b))
+            elif kind == 2:
+                stock_rows.append((a, b, c, e, f))
+            else:
+                avail_rows.append((a, c, e))
+        found, markets_of = _with_markets(location_rows)
+        if current:  # else `load` reads them again, now that the locks are held
+            loc_ids = [loc.id for loc in found.values() if loc.id is not None]
+            scopes = ["*", *(f"L:{i}" for i in loc_ids),
+                      *(f"M:{m}" for ms in markets_of.values() for m in ms)]
+            self.prefetch.keep(stock_rows, avail_rows, (r.id for r in refs.values()),
+                               loc_ids, scopes)
+        return refs, found, markets_of
 
 
     async def scope_codes(self, location_ids: Iterable[int],

@@ -73,9 +73,42 @@ class _Micros:
             return micros
 
 
+class StockPrefetch:
+    """Stock and availability rows read with the items' lock (PostgreSQL, `SqlCatalog.
+    locked_refs_and_locations`): every row of the locked items at the given locations and
+    in the scopes those locations count towards, a superset of what `SqlStock.load` is then
+    asked for. Used once, by the next `load` whose keys it covers: the round trip of that
+    read is saved, and nothing written later in the transaction can be read back stale."""
+
+    def __init__(self) -> None:
+        self.rows: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]] | None = None
+        self.items: frozenset[int] = frozenset()
+        self.locations: frozenset[int] = frozenset()
+        self.scopes: frozenset[str] = frozenset()
+
+    def keep(self, stock_rows: Sequence[Sequence[Any]], avail_rows: Sequence[Sequence[Any]],
+             items: Iterable[int], locations: Iterable[int], scopes: Iterable[str]) -> None:
+        self.rows = (stock_rows, avail_rows)
+        self.items, self.locations = frozenset(items), frozenset(locations)
+        self.scopes = frozenset(scopes)
+
+    def take(self, stock_keys: set[StockKey], availability_keys: set[AvailabilityKey]
+             ) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]] | None:
+        """The rows kept, if they cover every key asked for; forgotten either way."""
+        rows, self.rows = self.rows, None
+        if rows is None:
+            return None
+        items, locations, scopes = self.items, self.locations, self.scopes
+        if all(k[0] in items and k[1] in locations for k in stock_keys) and all(
+                k[0] in items and k[1] in scopes for k in availability_keys):
+            return rows
+        return None
+
+
 class SqlStock:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.prefetch = StockPrefetch()
 
     async def load(self, stock_keys: Iterable[StockKey],
                    availability_keys: Iterable[AvailabilityKey]) -> StockLedger:
@@ -83,10 +116,14 @@ class SqlStock:
         a batch crosses items and locations), then trimmed here: a row-value IN list cost more
         to bind than to run. Read through the driver: a batch reads thousands of rows. On
         PostgreSQL stock and availability come in one statement (a round trip less per group
-        commit); SQLite's two statements run on the loop's thread and cost no round trip."""
+        commit); SQLite's two statements run on the loop's thread and cost no round trip.
+        Rows read with the items' lock (`StockPrefetch`) save the statement altogether."""
         ledger = StockLedger()
         wanted = set(stock_keys)
         awanted = set(availability_keys)
+        kept = self.prefetch.take(wanted, awanted)
+        if kept is not None:
+            return self._ledger(ledger, wanted, awanted, *kept)
         stock_params = [sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted}),
                         sorted({k[2] for k in wanted})]
         avail_params = [sorted({k[0] for k in awanted}), sorted({k[1] for k in awanted})]
@@ -103,6 +140,12 @@ class SqlStock:
             if awanted:
                 avail_rows = await fetch_rows(self.conn, _LOAD_AVAILABILITY_PG,
                                               _LOAD_AVAILABILITY_SQLITE, avail_params)
+        return self._ledger(ledger, wanted, awanted, stock_rows, avail_rows)
+
+    @staticmethod
+    def _ledger(ledger: StockLedger, wanted: set[StockKey], awanted: set[AvailabilityKey],
+                stock_rows: Iterable[Sequence[Any]],
+                avail_rows: Iterable[Sequence[Any]]) -> StockLedger:
         quantities, counted_at = ledger.quantities, ledger.counted_at
         times: dict[int, datetime] = {}  # rows counted by one batch share their time
         for item_id, loc_id, state, qty, counted in stock_rows:
@@ -127,6 +170,7 @@ class SqlStock:
         or ignored (inventory_changes): on PostgreSQL one statement, one round trip (where
         the two upserts and a COPY were four), and a COPY more past 200 changes; deferred
         inside `combined_writes`."""
+        self.prefetch.rows = None  # read before these writes: never to be read after them
         at = to_micros(now)
         micros = _Micros()
         account_id, mode = tenant.account_id, tenant.mode.value
@@ -180,6 +224,7 @@ class SqlStock:
         return int(value) if value is not None else 0
 
     async def rebuild_market(self, tenant: Tenant, market_id: int) -> None:
+        self.prefetch.rows = None
         key = f"M:{market_id}"
         await self.conn.execute(sa.delete(availability).where(availability.c.scope_key == key))
         members = sa.select(market_locations.c.location_id).where(
