@@ -245,8 +245,8 @@ async def apply_grouped(
     now = now or utcnow()
     results: list[dict[str, Any] | StockbellError] = []
     # Locked as they are read, with the locations (PostgreSQL: one round trip where it was
-    # three); a SKU of a request that fails is locked too, which only serialises a little
-    # more.
+    # four, the stock `load` below reads included); a SKU of a request that fails is locked
+    # too, which only serialises a little more.
     items, locations, markets_of = await uow.catalog.locked_refs_and_locations(
         tenant, {c.sku_code for r in requests for c in r},
         {c.location for r in requests for c in r})
