@@ -96,7 +96,11 @@ def _memory_rows(t: Table, env: Env) -> None:
 # --- 1. ingest ---------------------------------------------------------------------------------
 
 def ingest(db: str, quick: bool) -> Table:
-    seconds, warmup, conc = (5.0, 1.0, 32) if quick else (20.0, 3.0, 32)
+    """The three routes measured in turns of a few seconds each (ABC CBA ...), not one after
+    the other: the machine's speed moved within the minute, and with 20 s per route in a
+    row the ratio of the same code read 0.28-0.63 (docs/performance.md, sixteenth
+    session). Each turn starts with a short warm-up that is not counted."""
+    rounds, turn, warmup, conc = (2, 2.5, 0.5, 32) if quick else (8, 2.5, 0.5, 32)
     t = Table(f"ingest ({db}{', quick' if quick else ''})")
     t.notes.append(load_note())
     with Env(db) as env:
@@ -118,46 +122,62 @@ def ingest(db: str, quick: bool) -> Table:
 
                 serve = env.serve
                 assert serve is not None
-                cpu: dict[str, str] = {}
+                pg = db == "postgres"
+                routes: dict[str, Callable[[int], Awaitable[None]]] = {
+                    "bare": bare, "one read": read, "changes": change}
+                # per route: requests, errors, measured seconds, and over whole turns (warm-up
+                # included) wall seconds and CPU seconds of serve, this process, PostgreSQL
+                acc = {name: [0.0] * 7 for name in routes}
+                for r in range(rounds):
+                    for name in (list(routes) if r % 2 == 0 else list(routes)[::-1]):
+                        s0, h0, w0 = serve.cpu(), time.process_time(), time.monotonic()
+                        p0 = postgres_cpu_seconds() if pg else 0.0
+                        rate, done, errors = await closed_loop(routes[name], conc, turn, warmup)
+                        s1, h1, w1 = serve.cpu(), time.process_time(), time.monotonic()
+                        p1 = postgres_cpu_seconds() if pg else 0.0
+                        a = acc[name]
+                        a[0] += done
+                        a[1] += errors
+                        a[2] += done / rate if rate else turn
+                        a[3] += w1 - w0
+                        a[4] += s1 - s0
+                        a[5] += h1 - h0
+                        a[6] += p1 - p0
 
-                async def measured(name: str, work: Callable[[int], Awaitable[None]]
-                                   ) -> tuple[float, int, int]:
-                    # CPU of serve and of this process over the whole loop (warm-up included),
-                    # per request and as a share of one core: tells a CPU-bound route from one
-                    # that waits (a commit's fsync, a queue behind another transaction).
-                    # On PostgreSQL its server processes' CPU too: the three share 2 cores.
-                    pg = db == "postgres"
-                    s0, h0, w0 = serve.cpu(), time.process_time(), time.monotonic()
-                    p0 = postgres_cpu_seconds() if pg else 0.0
-                    got = await closed_loop(work, conc, seconds, warmup)
-                    s1, h1, w1 = serve.cpu(), time.process_time(), time.monotonic()
-                    p1 = postgres_cpu_seconds() if pg else 0.0
-                    n = max(1.0, got[0] * (w1 - w0))
-                    cpu[name] = (f"{name}: serve {1e6 * (s1 - s0) / n:.0f} us/request "
-                                 f"({100 * (s1 - s0) / (w1 - w0):.0f}% of a core), harness "
-                                 f"{1e6 * (h1 - h0) / n:.0f} us/request"
-                                 + (f", PostgreSQL {1e6 * (p1 - p0) / n:.0f} us/request"
-                                    if pg else ""))
-                    return got
+                def rate_of(name: str) -> float:
+                    return acc[name][0] / acc[name][2]
 
-                base, nb, eb = await measured("bare", bare)
-                one_read, nr, er = await measured("one read", read)
-                rate, nc, ec = await measured("changes", change)
-                t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request", rate,
-                          "req/s", base, "bare GET /v1/whoami, same key",
+                def cpu(name: str) -> str:
+                    # CPU over whole turns, per request (rate x wall time as the count) and as
+                    # a share of one core: tells a CPU-bound route from one that waits (a
+                    # commit's fsync, a queue behind another transaction). On PostgreSQL its
+                    # server processes' CPU too: the three share 2 cores.
+                    _, _, _, wall, sv, hn, pc = acc[name]
+                    n = max(1.0, rate_of(name) * wall)
+                    return (f"{name}: serve {1e6 * sv / n:.0f} us/request "
+                            f"({100 * sv / wall:.0f}% of a core), harness {1e6 * hn / n:.0f} "
+                            "us/request" + (f", PostgreSQL {1e6 * pc / n:.0f} us/request"
+                                            if pg else ""))
+
+                base = rate_of("bare")
+                t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request",
+                          rate_of("changes"), "req/s", base, "bare GET /v1/whoami, same key",
                           bar="ratio >= 0.5"), lo=0.5, on_ratio=True)
-                t.add(Row("(for scale) GET /v1/locations/{code}: one indexed read", one_read,
-                          "req/s", base, "bare GET /v1/whoami, same key"))
+                t.add(Row("(for scale) GET /v1/locations/{code}: one indexed read",
+                          rate_of("one read"), "req/s", base, "bare GET /v1/whoami, same key"))
+                counts = ", ".join(f"{name} {int(acc[name][0])} ({int(acc[name][1])} errors)"
+                                   for name in routes)
                 t.notes.append(f"{conc} concurrent keep-alive connections (one aiohttp session in "
-                               f"this process), {seconds:.0f} s measured after {warmup:.0f} s "
-                               f"warm-up each; requests: bare {nb} ({eb} errors), one read "
-                               f"{nr} ({er} errors), changes {nc} ({ec} errors)")
+                               f"this process); the routes in turns of {turn:g} s measured after "
+                               f"{warmup:g} s of warm-up, {rounds} turns each, in the order "
+                               f"bare, read, changes, then back ({rounds * turn:g} s measured per "
+                               f"route); requests: {counts}")
                 t.notes.append("each change is a count on one of 100 items x 4 locations "
                                "(rotating), which also writes an inventory.count.updated event; "
                                "no webhook endpoint is registered. /v1/whoami is answered from "
                                "the (cached) key alone: the framework, server and auth cost")
-                t.notes.append("CPU (diagnostic, rate x whole loop as the request count): "
-                               + "; ".join(cpu.values()))
+                t.notes.append("CPU (diagnostic, rate x whole turns as the request count): "
+                               + "; ".join(cpu(name) for name in routes))
 
         asyncio.run(go())
         _memory_rows(t, env)
@@ -222,51 +242,62 @@ def batch(db: str, quick: bool) -> Table:
 # --- 3. subs -----------------------------------------------------------------------------------
 
 def subs(db: str, quick: bool) -> Table:
+    """Two Stockbells side by side, each with its own database: one with no subscriptions,
+    one with 1,000,000. One client sends them the same single-change requests in turn
+    (ABBA), so both sides see the same machine. Measured one after the other instead (0,
+    then 1,000,000 inserted, then again), the ratio moved 1.03-1.60 on the same code
+    while the machine's speed changed within the minute (docs/performance.md, sixteenth
+    session)."""
     n_subs, n_changes = (100_000, 300) if quick else (1_000_000, 1000)
     t = Table(f"subs ({db}{', quick' if quick else ''})")
     t.notes.append(load_note())
-    with Env(db) as env:
-        env.start_serve()
+    with Env(db) as empty, Env(db) as full:
+        for env in (empty, full):
+            env.start_serve()
 
-        async def setup() -> tuple[list[str], list[str], list[str]]:
+        async def setup(env: Env) -> tuple[list[str], list[str], list[str]]:
             async with env.session(limit=16) as s:
                 hot, locs = await env.catalog(s, 10, 4, prefix="HOT")
                 other, _ = await env.catalog(s, 1000, 0, prefix="OTHER")
                 return hot, locs, other
 
-        hot, locs, other = asyncio.run(setup())
+        hot, locs, other = asyncio.run(setup(empty))
+        assert asyncio.run(setup(full)) == (hot, locs, other)
+        account_id, item_ids = seed.ids(full, hot + other)
+        thresholds = [(100 + j) * UNIT for j in range(1000)]  # never crossed by 0 -> 5
+        took = seed.subscriptions(full, account_id, list(item_ids.values()), thresholds, n_subs)
 
-        async def measure() -> list[float]:
-            times: list[float] = []
-            async with env.session(limit=1) as s:
+        async def measure() -> tuple[list[float], list[float]]:
+            times: tuple[list[float], list[float]] = ([], [])
+            async with empty.session(limit=1) as s0, full.session(limit=1) as s1:
+                sides = ((s0, times[0]), (s1, times[1]))
                 for i in range(n_changes + 100):  # the first 100 are warm-up
                     # counts alternate 0 -> 5 -> 0: every other change is an upward move that
                     # asks for subscriptions crossing (0, 5] on that (item, scope)
                     k = i // 2
                     body = {"changes": [_count(hot[k % 10], locs[(k // 10) % 4],
                                                5 if i % 2 == 0 else 0)]}
-                    t0 = time.perf_counter()
-                    await _post_ok(s, "/v1/inventory/changes", body)
-                    if i >= 100:
-                        times.append(time.perf_counter() - t0)
+                    for s, side in sides if i % 4 in (0, 3) else sides[::-1]:  # ABBA
+                        t0 = time.perf_counter()
+                        await _post_ok(s, "/v1/inventory/changes", body)
+                        if i >= 100:
+                            side.append(time.perf_counter() - t0)
             return times
 
-        empty = asyncio.run(measure())
-        account_id, item_ids = seed.ids(env, hot + other)
-        thresholds = [(100 + j) * UNIT for j in range(1000)]  # never crossed by 0 -> 5
-        took = seed.subscriptions(env, account_id, list(item_ids.values()), thresholds, n_subs)
-        full = asyncio.run(measure())
+        without, with_subs = asyncio.run(measure())
         for label, f in (("mean", statistics.fmean), ("p50", statistics.median)):
-            a, b = f(empty) * 1000, f(full) * 1000
+            a, b = f(without) * 1000, f(with_subs) * 1000
             row = Row(f"time per change ({label}), {n_subs:,} active subscriptions", b, "ms",
                       a, "0 subscriptions", bar="ratio <= 1.2")
             t.add(row, hi=1.2, on_ratio=True)
-        t.notes.append(f"{n_changes} single-change requests, one client, sequential, after 100 "
-                       "warm-up requests; counts alternate 0/5 on 10 items x 4 locations")
-        t.notes.append(f"{n_subs:,} subscriptions inserted directly ({took:.1f} s) over 1,010 "
-                       "items (the 10 measured ones included) with thresholds 100..1099, "
-                       "which the 0 -> 5 moves never cross")
-        _memory_rows(t, env)
+        t.notes.append(f"{n_changes} single-change requests to each of two servers (own "
+                       "databases, the same catalog), one client, sequential, in turn (ABBA), "
+                       "after 100 warm-up requests each; counts alternate 0/5 on 10 items x 4 "
+                       "locations")
+        t.notes.append(f"{n_subs:,} subscriptions inserted directly into one of the two "
+                       f"databases ({took:.1f} s) over 1,010 items (the 10 measured ones "
+                       "included) with thresholds 100..1099, which the 0 -> 5 moves never cross")
+        _memory_rows(t, full)
     return t
 
 
