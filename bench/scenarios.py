@@ -95,6 +95,25 @@ def _memory_rows(t: Table, env: Env) -> None:
 
 # --- 1. ingest ---------------------------------------------------------------------------------
 
+@dataclass
+class _Turns:
+    """One route's turns in `ingest`, summed: requests and errors counted, seconds measured,
+    and over whole turns (warm-up included) wall seconds and the CPU seconds of serve, this
+    process and PostgreSQL."""
+
+    requests: int = 0
+    errors: int = 0
+    measured: float = 0.0
+    wall: float = 0.0
+    serve_cpu: float = 0.0
+    harness_cpu: float = 0.0
+    postgres_cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.measured
+
+
 def ingest(db: str, quick: bool) -> Table:
     """The three routes measured in turns of a few seconds each (ABC CBA ...), not one after
     the other: the machine's speed moved within the minute, and with 20 s per route in a
@@ -125,9 +144,7 @@ def ingest(db: str, quick: bool) -> Table:
                 pg = db == "postgres"
                 routes: dict[str, Callable[[int], Awaitable[None]]] = {
                     "bare": bare, "one read": read, "changes": change}
-                # per route: requests, errors, measured seconds, and over whole turns (warm-up
-                # included) wall seconds and CPU seconds of serve, this process, PostgreSQL
-                acc = {name: [0.0] * 7 for name in routes}
+                turns = {name: _Turns() for name in routes}
                 for r in range(rounds):
                     for name in (list(routes) if r % 2 == 0 else list(routes)[::-1]):
                         s0, h0, w0 = serve.cpu(), time.process_time(), time.monotonic()
@@ -135,38 +152,36 @@ def ingest(db: str, quick: bool) -> Table:
                         rate, done, errors = await closed_loop(routes[name], conc, turn, warmup)
                         s1, h1, w1 = serve.cpu(), time.process_time(), time.monotonic()
                         p1 = postgres_cpu_seconds() if pg else 0.0
-                        a = acc[name]
-                        a[0] += done
-                        a[1] += errors
-                        a[2] += done / rate if rate else turn
-                        a[3] += w1 - w0
-                        a[4] += s1 - s0
-                        a[5] += h1 - h0
-                        a[6] += p1 - p0
-
-                def rate_of(name: str) -> float:
-                    return acc[name][0] / acc[name][2]
+                        a = turns[name]
+                        a.requests += done
+                        a.errors += errors
+                        a.measured += done / rate if rate else turn
+                        a.wall += w1 - w0
+                        a.serve_cpu += s1 - s0
+                        a.harness_cpu += h1 - h0
+                        a.postgres_cpu += p1 - p0
 
                 def cpu(name: str) -> str:
                     # CPU over whole turns, per request (rate x wall time as the count) and as
                     # a share of one core: tells a CPU-bound route from one that waits (a
                     # commit's fsync, a queue behind another transaction). On PostgreSQL its
                     # server processes' CPU too: the three share 2 cores.
-                    _, _, _, wall, sv, hn, pc = acc[name]
-                    n = max(1.0, rate_of(name) * wall)
-                    return (f"{name}: serve {1e6 * sv / n:.0f} us/request "
-                            f"({100 * sv / wall:.0f}% of a core), harness {1e6 * hn / n:.0f} "
-                            "us/request" + (f", PostgreSQL {1e6 * pc / n:.0f} us/request"
-                                            if pg else ""))
+                    a = turns[name]
+                    n = max(1.0, a.rate * a.wall)
+                    return (f"{name}: serve {1e6 * a.serve_cpu / n:.0f} us/request "
+                            f"({100 * a.serve_cpu / a.wall:.0f}% of a core), harness "
+                            f"{1e6 * a.harness_cpu / n:.0f} us/request"
+                            + (f", PostgreSQL {1e6 * a.postgres_cpu / n:.0f} us/request"
+                               if pg else ""))
 
-                base = rate_of("bare")
+                base = turns["bare"].rate
                 t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request",
-                          rate_of("changes"), "req/s", base, "bare GET /v1/whoami, same key",
+                          turns["changes"].rate, "req/s", base, "bare GET /v1/whoami, same key",
                           bar="ratio >= 0.5"), lo=0.5, on_ratio=True)
                 t.add(Row("(for scale) GET /v1/locations/{code}: one indexed read",
-                          rate_of("one read"), "req/s", base, "bare GET /v1/whoami, same key"))
-                counts = ", ".join(f"{name} {int(acc[name][0])} ({int(acc[name][1])} errors)"
-                                   for name in routes)
+                          turns["one read"].rate, "req/s", base, "bare GET /v1/whoami, same key"))
+                counts = ", ".join(f"{name} {a.requests} ({a.errors} errors)"
+                                   for name, a in turns.items())
                 t.notes.append(f"{conc} concurrent keep-alive connections (one aiohttp session in "
                                f"this process); the routes in turns of {turn:g} s measured after "
                                f"{warmup:g} s of warm-up, {rounds} turns each, in the order "
