@@ -27,6 +27,7 @@ from stockbell.delivery.ssrf import BlockedAddressError, GuardedResolver, Networ
 from stockbell.domain.errors import InvalidInput
 from stockbell.domain.webhooks import (
     DEFAULT_SCHEDULE,
+    FORMATS,
     MAX_RETRY_AFTER,
     Endpoint,
     RetryPolicy,
@@ -154,6 +155,23 @@ def test_endpoint_filters_and_enabled_flag() -> None:
     assert restocks.accepts("back_in_stock")
     assert not restocks.accepts("inventory.count.updated")
     assert not off.accepts("back_in_stock")
+
+
+@given(origin=st.sampled_from([None, "ti", "sequenzy", "commercelayer", "native", ""]),
+       change=st.sampled_from([None, "activated", "threshold"]),
+       reference=st.one_of(st.none(), st.text(max_size=8)))
+def test_a_back_in_stock_event_is_taken_or_not_by_its_reference_origin_alone(
+        origin: str | None, change: str | None, reference: str | None) -> None:
+    """service/outbox.py decides which endpoints take a database-rendered back_in_stock
+    event from its subscription's reference_origin, without the rest of its data."""
+    full = {"subscription_id": "bis_1", "change": change,
+            "subscription": {"id": "bis_1", "status": "notified", "reference": reference,
+                             "reference_origin": origin, "metadata": {"origin": "ti"}},
+            "item": {"sku_code": "ti"}, "availability": "2", "threshold": "1"}
+    for fmt in FORMATS:
+        ep = Endpoint("we_1", "https://example.com/", "whsec_x", format=fmt)
+        assert ep.accepts("back_in_stock", full) == \
+            ep.accepts("back_in_stock", {"subscription": {"reference_origin": origin}})
 
 
 def test_both_secrets_sign_during_a_rotation_only() -> None:

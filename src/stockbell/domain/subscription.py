@@ -71,6 +71,9 @@ class Candidate:
     expires_at: datetime | None
     auto_resubscribe: bool
     notify_count: int
+    # Read with the rest: an endpoint in TI's format hears only TI subscriptions' notices
+    # (domain.webhooks.FORMAT_FILTERS), decided without loading the whole row.
+    reference_origin: str | None = None
 
 
 def validate_threshold(threshold: int) -> int:

@@ -102,8 +102,32 @@ class SubscriptionsRepo(Protocol):
     ) -> list[tuple[Tenant, Subscription]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class FiredScene:
+    """What every back_in_stock event of one availability move shares: the views of its
+    item and scope (`service.views`), the availability before and after and the time of
+    notification, as text."""
+
+    item_id: int
+    sku_code: str
+    scope: dict[str, Any]
+    item: dict[str, Any]
+    availability: str
+    previous_availability: str
+    notified_at: str
+    occurred_at: datetime
+
+
+# One back_in_stock event of a FiredScene, its data rendered by the database from the
+# subscription's row: (event id, sequence, subscription pk, status after firing,
+# notify_count after firing, threshold as text).
+FiredRow = tuple[str, int, int, str, int, str]
+
+
 class EventsRepo(Protocol):
     async def add_many(self, tenant: Tenant, events: Sequence[Event]) -> None: ...
+    async def add_back_in_stock(self, tenant: Tenant, scene: FiredScene,
+                                rows: Sequence[FiredRow], now: datetime) -> None: ...
     async def page(
         self, tenant: Tenant, filters: dict[str, Any], page: PageRequest
     ) -> list[tuple[int, Event]]: ...

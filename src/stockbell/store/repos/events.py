@@ -14,6 +14,8 @@ from stockbell.domain.events import Event
 from stockbell.service.clock import utcnow
 from stockbell.service.ids import new_ids
 from stockbell.service.pagination import PageRequest
+from stockbell.service.ports import FiredRow, FiredScene
+from stockbell.store.repos import fired_events
 from stockbell.store.repos.bulk import RowWrite, defer_rows, insert_rows
 from stockbell.store.tables import deliveries, events
 from stockbell.store.types import json_text, to_micros
@@ -44,6 +46,10 @@ class SqlEvents:
             await defer_rows(self.conn, [RowWrite("events", _COLUMNS, _TYPES, rows)])
         else:
             await insert_rows(self.conn, "events", _COLUMNS, rows)
+
+    async def add_back_in_stock(self, tenant: Tenant, scene: FiredScene,
+                                rows: Sequence[FiredRow], now: datetime) -> None:
+        await fired_events.add_back_in_stock(self.conn, tenant, scene, rows, now)
 
     async def page(self, tenant: Tenant, filters: dict[str, Any],
                    page: PageRequest) -> list[tuple[int, Event]]:

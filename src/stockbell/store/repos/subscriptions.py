@@ -140,7 +140,7 @@ def _values(sub: Subscription) -> dict[str, Any]:
 
 
 _CANDIDATE_COLUMNS = ("s.pk, s.item_id, s.scope_key, s.threshold, s.expires_at, "
-                      "s.auto_resubscribe, s.notify_count")
+                      "s.auto_resubscribe, s.notify_count, s.reference_origin")
 _CANDIDATES_PG = (
     f"SELECT {_CANDIDATE_COLUMNS} FROM unnest($1::text::bigint[], $2::text::text[], "
     "$3::text::bigint[], $4::text::bigint[]) AS w(item_id, scope_key, low, high) "
@@ -230,8 +230,8 @@ class SqlSubscriptions:
                                      inline=False)
         return [Candidate(pk, item_id, key, threshold,
                           None if expires is None else from_micros(int(expires)),
-                          bool(auto), notify_count)
-                for pk, item_id, key, threshold, expires, auto, notify_count in rows]
+                          bool(auto), notify_count, origin)
+                for pk, item_id, key, threshold, expires, auto, notify_count, origin in rows]
 
     async def by_pks(self, pks: Sequence[int]) -> dict[int, Subscription]:
         """Full rows for the given subscriptions (sku_code and scope_code left unset), read
