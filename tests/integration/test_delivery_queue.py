@@ -9,6 +9,7 @@ Each test runs on a database of its own, with no dispatcher: nothing but the tes
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -98,6 +99,25 @@ def test_a_claim_leases_due_deliveries_with_their_event_and_endpoint(url: str) -
         # ... and they come back once it ran out (the worker that held them died)
         again = await claim(db, now + LEASE + timedelta(seconds=1))
         assert {c.pk for c in again} == {c.pk for c in got}
+
+    run(url, go)
+
+
+def test_a_large_queue_names_and_orders_its_deliveries_as_a_small_one(url: str) -> None:
+    """1,200 pairs go as one statement on SQLite, the ids named by the database: each
+    delivery is pending and due, for its own event, with an id of the usual form, unique and
+    ascending in the order queued, as the 3 of a small queue are."""
+    async def go(db: SqlDatabase) -> None:
+        for n in (1_200, 3):
+            _, ep, events = await queued(db, n, name=f"shop{n}")
+            ids = [e.id for e in events]
+            got = await claim(db, datetime.now(UTC), limit=5_000)
+            mine = sorted((c for c in got if c.endpoint.pk == ep.pk), key=lambda c: c.pk)
+            assert [c.event.id for c in mine] == ids
+            names = [c.id for c in mine]
+            assert all(re.fullmatch(r"dlv_[0-9a-f]{24}", name) for name in names)
+            assert names == sorted(set(names))
+            assert {c.attempts for c in mine} == {0}
 
     run(url, go)
 

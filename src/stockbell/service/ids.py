@@ -24,7 +24,13 @@ def new_id(prefix: str) -> str:
 
 def new_ids(prefix: str, n: int) -> list[str]:
     """`n` ids from one draw: a fan-out names 100,000 rows at once."""
+    head, start = id_range(prefix, n)
+    return [f"{head}{start + i:013x}" for i in range(n)]
+
+
+def id_range(prefix: str, n: int) -> tuple[str, int]:
+    """The draw behind `new_ids`: id i is `head` followed by `start + i` in 13 hex digits,
+    for a database to name rows it writes itself."""
     ms = time.time_ns() // 1_000_000
     start = secrets.randbelow(_RANDOM - n) if n < _RANDOM else 0
-    head = f"{prefix}_{ms:011x}"
-    return [f"{head}{start + i:013x}" for i in range(n)]
+    return f"{prefix}_{ms:011x}", start
