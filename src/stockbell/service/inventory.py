@@ -208,8 +208,10 @@ class _Firing:
 _EVENT_CHUNK = 2000
 # A move that fires at least this many back_in_stock events in a row has their data rendered
 # by the database from the subscriptions' rows (store/repos/fired_events.py), not loaded and
-# rendered here: a restock of 100,000 spent two thirds of its time on that round trip. Fewer
-# (the group commit's single changes) stay here, where they ride with the group's writes.
+# rendered here: loading and rendering kept the event loop busy 5.1-5.5 s of a 6.2-6.5 s
+# restock of 100,000, against 0.9 of 4.0 s now (docs/performance.md, eighteenth session).
+# Fewer (the group commit's single changes) stay here, where they ride with the group's
+# writes.
 _IN_DATABASE = 100
 
 
