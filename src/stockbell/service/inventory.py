@@ -376,13 +376,14 @@ async def _persist(uow: UnitOfWork, tenant: Tenant, decided: list[Event | _Fired
     """Turn decisions into events chunk by chunk and store them with their deliveries;
     returns how many back_in_stock notifications each request (by its marker) recorded."""
     codes = {f"L:{loc.id}": loc.code for loc in loc_by_id.values()}
-    market_refs = {f.move.scope.ref for f in decided if isinstance(f, _Fired)
-                   and f.move.scope.kind is ScopeKind.MARKET and f.move.scope.ref is not None}
+    fired = [f for f in decided if isinstance(f, _Fired)]
+    market_refs = {f.move.scope.ref for f in fired
+                   if f.move.scope.kind is ScopeKind.MARKET and f.move.scope.ref is not None}
     if market_refs:
         codes.update(await uow.catalog.scope_codes((), market_refs))
-    fired_items = await uow.catalog.items_by_id(
-        tenant, {f.move.item_id for f in decided if isinstance(f, _Fired)})
-    _mark_in_database(decided)
+    fired_items = await uow.catalog.items_by_id(tenant, {f.move.item_id for f in fired})
+    if len(fired) >= _IN_DATABASE:
+        _mark_in_database(decided)
     render = _Renderer(fired_items, codes, now)
     chunks = [decided[i:i + _EVENT_CHUNK] for i in range(0, len(decided), _EVENT_CHUNK)]
     # Pipelined: while chunk k is written (SQLite works in its own thread, PostgreSQL in its

@@ -49,51 +49,48 @@ async def persist_events(uow: UnitOfWork, tenant: Tenant,
         last = await uow.catalog.bump_sequences(per_item)
         nxt = {i: last[i] - n + 1 for i, n in per_item.items()}
     ids = iter(new_ids("evt", total))
-    runs: list[tuple[FiredRun, list[FiredRow]]] = []
-    plain: list[Event] = []
+    # Written in the order given: a run of plain events, then a fired run, and so on.
+    segments: list[list[Event] | tuple[FiredRun, list[FiredRow]]] = []
+    plain: list[Event] | None = None
     for e in entries:
         if isinstance(e, FiredRun):
             item = e.scene.item_id
             rows = [(next(ids), nxt[item] + k, pk, status, count, threshold)
                     for k, (pk, status, count, threshold, _origin) in enumerate(e.fired)]
             nxt[item] += len(rows)
-            runs.append((e, rows))
+            segments.append((e, rows))
+            plain = None
             continue
         e.id = e.id or next(ids)
         if e.item_id is not None:
             e.sequence = nxt[e.item_id]
             nxt[e.item_id] += 1
-    # Written in the order given: a run of plain events, then a fired run, and so on.
+        if plain is None:
+            plain = []
+            segments.append(plain)
+        plain.append(e)
     now = utcnow()
-    pending = iter(runs)
-    for e in entries:
-        if isinstance(e, FiredRun):
-            if plain:
-                await uow.events.add_many(tenant, plain)
-                plain = []
-            run, rows = next(pending)
-            await uow.events.add_back_in_stock(tenant, run.scene, rows, now)
+    for segment in segments:
+        if isinstance(segment, list):
+            await uow.events.add_many(tenant, segment)
         else:
-            plain.append(e)
-    if plain:
-        await uow.events.add_many(tenant, plain)
-    await _queue(uow, tenant, entries, runs)
+            await uow.events.add_back_in_stock(tenant, segment[0].scene, segment[1], now)
+    await _queue(uow, tenant, segments)
 
 
-async def _queue(uow: UnitOfWork, tenant: Tenant, entries: Sequence[Event | FiredRun],
-                 runs: list[tuple[FiredRun, list[FiredRow]]]) -> None:
+async def _queue(uow: UnitOfWork, tenant: Tenant,
+                 segments: list[list[Event] | tuple[FiredRun, list[FiredRow]]]) -> None:
     endpoints = await uow.webhooks.enabled(tenant)
     if not endpoints:
         return
     pairs: list[tuple[str, int]] = []
-    pending = iter(runs)
-    for e in entries:
-        if not isinstance(e, FiredRun):
-            pairs.extend((e.id, ep.pk) for ep in endpoints
-                         if ep.accepts(e.type, e.data) and e.id is not None
-                         and ep.pk is not None)
+    for segment in segments:
+        if isinstance(segment, list):
+            pairs += [(e.id, ep.pk) for e in segment for ep in endpoints
+                      if ep.accepts(e.type, e.data) and e.id is not None
+                      and ep.pk is not None]
             continue
-        run, rows = next(pending)
+        run, rows = segment
         takers = _Takers(endpoints)
         for (event_id, *_), (*_, origin) in zip(rows, run.fired, strict=True):
             pairs.extend((event_id, pk) for pk in takers.of(origin))

@@ -36,9 +36,11 @@ class SqlEvents:
         now = utcnow()
         at = to_micros(now)
         rows = []
-        ids = new_ids("evt", len(batch))
-        for e, fresh in zip(batch, ids, strict=True):
-            e.id = e.id or fresh
+        # Named here only where the caller did not (persist_events names every event).
+        unnamed = sum(e.id is None for e in batch)
+        fresh = iter(new_ids("evt", unnamed) if unnamed else ())
+        for e in batch:
+            e.id = e.id or next(fresh)
             e.created_at = now
             rows.append((e.id, tenant.account_id, tenant.mode.value, e.type, e.item_id,
                          e.sequence, to_micros(e.occurred_at), at, json_text(e.data)))
