@@ -6,8 +6,8 @@ the database already holds kept the event loop busy for most of the restock (5.1
 6.2-6.5 s; 0.9 of 4.0 s now, docs/performance.md, eighteenth session). Here the service sends
 only what it decided per subscription (the event's id and sequence, the status and count
 after firing, the threshold as text) and what the move's events share (a `FiredScene`), and
-one `INSERT ... SELECT` per batch writes the events, each row's data built next to the
-row it comes from.
+one `INSERT ... SELECT` per chunk of up to 2,000 writes the events, each row's data built
+next to the row it comes from.
 
 The text must equal what `service.inventory` renders in Python for the same event
 (`_fired_event`: `{"subscription_id", "subscription": subscription_view, "item", "scope",
