@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from stockbell.domain.subscription import Status
+from stockbell.domain.webhooks import DeliveryStatus
 from stockbell.store.types import BigPK, UtcMicros
 
 metadata = sa.MetaData(
@@ -16,6 +18,18 @@ metadata = sa.MetaData(
 )
 
 Mode = sa.String(8)
+
+# The rows a partial index holds (migration 0006). A query that means to use one names the
+# same condition, in these words: that is what lets SQLite's planner (and PostgreSQL's, for
+# a prepared statement's generic plan) take the index.
+ACTIVE = f"status = '{Status.ACTIVE.value}'"
+WITH_EXPIRY = "expires_at IS NOT NULL"
+PENDING = f"status = '{DeliveryStatus.PENDING.value}'"
+
+
+def _partial(name: str, *columns: str, where: str) -> sa.Index:
+    return sa.Index(name, *columns, postgresql_where=sa.text(where),
+                    sqlite_where=sa.text(where))
 
 
 def _tenant(account_fk: bool = True) -> list[sa.Column[object]]:
@@ -165,10 +179,11 @@ subscriptions = sa.Table(
     sa.Column("notified_at", UtcMicros),
     sa.Column("created_at", UtcMicros, nullable=False),
     sa.Column("updated_at", UtcMicros, nullable=False),
-    # The restock rule's range query: thresholds in (before, after] for one (item, scope).
-    sa.Index("ix_subscriptions_crossing", "item_id", "scope_key", "status", "threshold"),
+    # The restock rule's range query: thresholds in (before, after] for one (item, scope),
+    # active subscriptions only. Partial (migration 0006): a notified subscription leaves it.
+    _partial("ix_subscriptions_crossing", "item_id", "scope_key", "threshold", where=ACTIVE),
     sa.Index("ix_subscriptions_tenant", "account_id", "mode", "pk"),
-    sa.Index("ix_subscriptions_expiry", "status", "expires_at"),
+    _partial("ix_subscriptions_expiry", "status", "expires_at", where=WITH_EXPIRY),
 )
 
 events = sa.Table(
@@ -234,8 +249,8 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UtcMicros, nullable=False),
     sa.Column("updated_at", UtcMicros, nullable=False),
-    # The dispatcher's claim: pending rows by due time.
-    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    # The dispatcher's claim: pending rows by due time (a settled one leaves it: 0006).
+    _partial("ix_deliveries_due", "next_attempt_at", where=PENDING),
     sa.Index("ix_deliveries_endpoint", "endpoint_pk", "pk"),
     # room on each page for the lease update to stay there (HOT): migration 0004
     postgresql_with={"fillfactor": 70},

@@ -20,7 +20,7 @@ from stockbell.store.repos.bulk import (
     sqlite_rows,
     update_by_pks,
 )
-from stockbell.store.tables import items, locations, markets, subscriptions
+from stockbell.store.tables import ACTIVE, WITH_EXPIRY, items, locations, markets, subscriptions
 from stockbell.store.types import from_micros, json_text, json_value, to_micros
 
 s = subscriptions
@@ -145,14 +145,14 @@ _CANDIDATES_PG = (
     f"SELECT {_CANDIDATE_COLUMNS} FROM unnest($1::text::bigint[], $2::text::text[], "
     "$3::text::bigint[], $4::text::bigint[]) AS w(item_id, scope_key, low, high) "
     "JOIN subscriptions AS s "
-    "ON s.item_id = w.item_id AND s.scope_key = w.scope_key AND s.status = 'active' "
+    f"ON s.item_id = w.item_id AND s.scope_key = w.scope_key AND s.{ACTIVE} "
     "AND s.threshold > w.low AND s.threshold <= w.high ORDER BY s.pk"
 )
 # CROSS JOIN keeps the windows as the outer loop: one index range scan per window.
 _CANDIDATES_SQLITE = (
     f"SELECT {_CANDIDATE_COLUMNS} FROM json_each(?) AS w CROSS JOIN subscriptions AS s "
     "WHERE s.item_id = json_extract(w.value, '$[0]') "
-    "AND s.scope_key = json_extract(w.value, '$[1]') AND s.status = 'active' "
+    f"AND s.scope_key = json_extract(w.value, '$[1]') AND s.{ACTIVE} "
     "AND s.threshold > json_extract(w.value, '$[2]') "
     "AND s.threshold <= json_extract(w.value, '$[3]') ORDER BY s.pk"
 )
@@ -273,7 +273,7 @@ class SqlSubscriptions:
             _SELECT.where(
                 s.c.status.in_([Status.ACTIVE.value, Status.INACTIVE.value,
                                 Status.NOTIFIED.value]),
-                s.c.expires_at.is_not(None), s.c.expires_at <= now,
+                sa.text(WITH_EXPIRY), s.c.expires_at <= now,
             ).order_by(s.c.pk).limit(limit)
         )
         return [(Tenant(r.account_id, Mode(r.mode)), _sub(r._mapping)) for r in res]
