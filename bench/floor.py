@@ -2,12 +2,15 @@
 
 A restock that fires n subscriptions must, in one transaction, read them, write n
 back_in_stock events and n pending deliveries, and mark the n subscriptions notified
-(DESIGN.md: events and their deliveries are written with their cause). Here the same rows,
-the same event JSON (rendered with orjson) and the same tables and indexes are written by the
-shortest code that can do it: plain sqlite3 on one thread, or asyncpg with COPY, one
-statement per step, no HTTP, no domain objects, no lock or ledger, no restock rule. The
-`fanout` scenario prints it next to Stockbell's restock, measured in the same run on the same
-data, so the bar's absolute 3 s can be read against what the machine allows that day.
+(DESIGN.md: events and their deliveries are written with their cause). Here the same rows
+and the same tables and indexes are written by the shortest code that can do it: plain
+sqlite3 on one thread, or asyncpg (COPY for the deliveries), one statement per step, no
+HTTP, no domain objects, no lock or ledger, no restock rule. The events' data is built by
+the database, by the very statement Stockbell sends (`store.repos.fired_events`), here once
+for all n rather than per chunk of 2,000; until the eighteenth session Stockbell rendered
+them in Python, and so did this floor (with orjson), which Stockbell's restock then beat.
+The `fanout` scenario prints it next to Stockbell's restock, measured in the same run on the
+same data, so the bar's absolute 3 s can be read against what the machine allows that day.
 """
 
 from __future__ import annotations
@@ -22,17 +25,16 @@ from typing import Any
 import orjson
 
 from bench.env import PG, Env
+from stockbell.domain.accounts import Mode, Tenant
 from stockbell.service.ids import new_ids
+from stockbell.service.ports import FiredRow, FiredScene
 from stockbell.service.views import iso
+from stockbell.store.repos.fired_events import pg_statement, sqlite_statement
 from stockbell.store.types import from_micros
 
-_SUBS = ("pk, id, customer_email, customer_external_id, customer_first_name, "
-         "customer_last_name, customer_attributes, auto_resubscribe, expires_at, reference, "
-         "reference_origin, metadata, notify_count, created_at, updated_at")
+_SUBS = "pk, notify_count"
 _ITEM = ("public_id, sku_code, title, variant_title, upc, product_id, variant_id, size, width, "
          "part_number, generic_part_number, pricing, attributes, created_at, updated_at")
-_EVENT_COLUMNS = ("id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
-                  "created_at", "data")
 _DELIVERY_COLUMNS = ("id", "account_id", "mode", "event_id", "endpoint_pk", "status",
                      "attempts", "next_attempt_at", "created_at", "updated_at")
 _TEN_YEARS = 10 * 365 * 86_400 * 1_000_000  # micro-seconds
@@ -47,43 +49,30 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str) else value
 
 
-def _rows(subs: list[Any], item: Any, account_id: int, item_id: int, endpoint_pk: int,
-          now: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The events and deliveries of the fired subscriptions, shaped as Stockbell's."""
-    at = _iso(now)
+def _rows(subs: list[Any], item: Any, item_id: int, endpoint_pk: int, tenant: Tenant,
+          now: int) -> tuple[FiredScene, list[FiredRow], list[tuple[Any, ...]]]:
+    """What the events share, one row per event for the database to render, and the
+    deliveries, shaped as Stockbell's."""
     item_view = dict(zip(("id", "sku_code", "title", "variant_title", "upc", "product_id",
                           "variant_id", "size", "width", "part_number", "generic_part_number",
                           "pricing", "attributes"), item[:13], strict=True))
     item_view.update(pricing=_json(item[11]), attributes=_json(item[12]),
                      created_at=_iso(item[13]), updated_at=_iso(item[14]))
-    scope = {"type": "all", "code": None}
+    at = from_micros(now)
+    notified = iso(at)
+    assert notified is not None
+    scene = FiredScene(item_id, item[1], {"type": "all", "code": None}, item_view, "5", "0",
+                       notified, at)
     # Stockbell's own ids: they sort by time, so the rows land at the end of the id indexes
     event_ids, delivery_ids = new_ids("evt", len(subs)), new_ids("dlv", len(subs))
-    events, deliveries = [], []
-    for k, (_pk, sub_id, email, external_id, first, last, attributes, auto, expires, ref,
-            origin, metadata, count, created, updated) in enumerate(subs):
-        data = {
-            "subscription_id": sub_id,
-            "subscription": {
-                "id": sub_id, "status": "notified", "sku_code": item[1], "scope": scope,
-                "threshold": "1",
-                "customer": {"email": email, "external_id": external_id, "first_name": first,
-                             "last_name": last, "attributes": _json(attributes)},
-                "auto_resubscribe": bool(auto), "expires_at": _iso(expires), "reference": ref,
-                "reference_origin": origin, "metadata": _json(metadata),
-                "notify_count": count + 1, "notified_at": at, "created_at": _iso(created),
-                "updated_at": _iso(updated),
-            },
-            "item": item_view, "scope": scope, "availability": "5",
-            "previous_availability": "0", "threshold": "1",
-        }
-        events.append((event_ids[k], account_id, "test", "back_in_stock", item_id, k + 1, now,
-                       now, orjson.dumps(data).decode()))
-        # Pending, as a restock's, but due in ten years: on PostgreSQL the floor writes
-        # into the bench's live database, and its deliveries must not be sent.
-        deliveries.append((delivery_ids[k], account_id, "test", event_ids[k], endpoint_pk,
-                           "pending", 0, now + _TEN_YEARS, now, now))
-    return events, deliveries
+    fired: list[FiredRow] = [(event_ids[k], k + 1, pk, "notified", count + 1, "1")
+                             for k, (pk, count) in enumerate(subs)]
+    # Pending, as a restock's, but due in ten years: on PostgreSQL the floor writes into the
+    # bench's live database, and its deliveries must not be sent.
+    deliveries = [(delivery_ids[k], tenant.account_id, tenant.mode.value, event_ids[k],
+                   endpoint_pk, "pending", 0, now + _TEN_YEARS, now, now)
+                  for k in range(len(subs))]
+    return scene, fired, deliveries
 
 
 def sqlite_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
@@ -105,16 +94,16 @@ def sqlite_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
                            "AND scope_key = '*' AND status = 'active' ORDER BY pk",
                            (item_id,)).fetchall()
         item = dst.execute(f"SELECT {_ITEM} FROM items WHERE id = ?", (item_id,)).fetchone()
-        events, deliveries = _rows(subs, item, account_id, item_id, endpoint_pk,
-                                   int(time.time() * 1e6))
-        dst.executemany(f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})", events)
+        tenant = Tenant(account_id, Mode.TEST)
+        now = int(time.time() * 1e6)
+        scene, fired, deliveries = _rows(subs, item, item_id, endpoint_pk, tenant, now)
+        dst.execute(*sqlite_statement(tenant, scene, fired, from_micros(now)))
         dst.executemany(f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})", deliveries)
         dst.execute("UPDATE subscriptions SET status = 'notified', notify_count = "
                     "notify_count + 1, notified_at = ?1, updated_at = ?1 "
                     "WHERE pk IN (SELECT value FROM json_each(?2))",
-                    (events[0][6], orjson.dumps([s[0] for s in subs]).decode()))
+                    (now, orjson.dumps([pk for pk, _ in subs]).decode()))
         dst.execute("COMMIT")
         took = time.perf_counter() - t0
     finally:
@@ -142,16 +131,17 @@ def postgres_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
                                         "AND scope_key = '*' AND status = 'active' "
                                         "ORDER BY pk", item_id)
                 item = await conn.fetchrow(f"SELECT {_ITEM} FROM items WHERE id = $1", item_id)
-                events, deliveries = _rows(subs, item, account_id, item_id, endpoint_pk,
-                                           int(time.time() * 1e6))
-                await conn.copy_records_to_table("events", records=events,
-                                                 columns=list(_EVENT_COLUMNS))
+                tenant = Tenant(account_id, Mode.TEST)
+                now = int(time.time() * 1e6)
+                scene, fired, deliveries = _rows(subs, item, item_id, endpoint_pk, tenant, now)
+                sql, params = pg_statement(tenant, scene, fired, from_micros(now))
+                await conn.execute(sql, *params)
                 await conn.copy_records_to_table("deliveries", records=deliveries,
                                                  columns=list(_DELIVERY_COLUMNS))
                 await conn.execute("UPDATE subscriptions SET status = 'notified', "
                                    "notify_count = notify_count + 1, notified_at = $1, "
                                    "updated_at = $1 WHERE pk = ANY($2::bigint[])",
-                                   events[0][6], [s[0] for s in subs])
+                                   now, [pk for pk, _ in subs])
             took = time.perf_counter() - t0
         finally:
             await conn.close()

@@ -318,8 +318,8 @@ def subs(db: str, quick: bool) -> Table:
 
 # --- 4. fanout ---------------------------------------------------------------------------------
 
-FLOOR_LABEL = {"sqlite": "floor: same rows, plain sqlite3, one thread",
-               "postgres": "floor: same rows, asyncpg COPY, one connection"}
+FLOOR_LABEL = {"sqlite": "floor: same rows, plain sqlite3, one thread, events built by SQL",
+               "postgres": "floor: same rows, asyncpg, one connection, events built by SQL"}
 
 
 async def _wait_received(env: Env, n: int, cap: float) -> dict[str, Any]:

@@ -134,6 +134,32 @@ FROM (
 """
 
 
+def pg_statement(tenant: Tenant, scene: FiredScene, rows: Sequence[FiredRow],
+                 now: datetime) -> tuple[str, list[Any]]:
+    """PostgreSQL's statement and parameters for `rows` (also run by bench/floor.py, with
+    nothing of Stockbell around it)."""
+    return _PG, [
+        orjson.dumps([{"i": r[0], "q": r[1], "p": r[2], "st": r[3], "n": r[4], "t": r[5]}
+                      for r in rows]).decode(),
+        tenant.account_id, tenant.mode.value, to_micros(now), json_text(scene.notified_at),
+        scene.item_id,
+        *(json_text(v) for v in (scene.sku_code, scene.scope, scene.item, scene.availability,
+                                 scene.previous_availability)),
+        to_micros(scene.occurred_at)]
+
+
+def sqlite_statement(tenant: Tenant, scene: FiredScene, rows: Sequence[FiredRow],
+                     now: datetime) -> tuple[str, tuple[Any, ...]]:
+    """SQLite's statement and parameters for `rows` (also run by bench/floor.py). CROSS JOIN
+    keeps the rows' array the outer loop, so the events are inserted in its order (json_each
+    reads an array in order) without sorting their data."""
+    return _SQLITE, (
+        orjson.dumps(rows).decode(), tenant.account_id, tenant.mode.value, to_micros(now),
+        scene.notified_at, scene.item_id, scene.sku_code, json_text(scene.scope),
+        json_text(scene.item), scene.availability, scene.previous_availability,
+        to_micros(scene.occurred_at))
+
+
 async def add_back_in_stock(conn: AsyncConnection, tenant: Tenant, scene: FiredScene,
                             rows: Sequence[FiredRow], now: datetime) -> None:
     """Insert the events (occurred when the scene says, created `now`) in the order of
@@ -142,24 +168,10 @@ async def add_back_in_stock(conn: AsyncConnection, tenant: Tenant, scene: FiredS
     if not rows:
         return
     raw: Any = await driver(conn)
-    at, occurred = to_micros(now), to_micros(scene.occurred_at)
     if conn.dialect.name == "postgresql":
-        await raw.execute(
-            _PG, orjson.dumps([{"i": r[0], "q": r[1], "p": r[2], "st": r[3], "n": r[4],
-                                "t": r[5]} for r in rows]).decode(),
-            tenant.account_id, tenant.mode.value, at, json_text(scene.notified_at),
-            scene.item_id,
-            *(json_text(v) for v in (
-                scene.sku_code, scene.scope, scene.item, scene.availability,
-                scene.previous_availability)), occurred)
+        sql, params = pg_statement(tenant, scene, rows, now)
+        await raw.execute(sql, *params)
         return
     # In aiosqlite's thread: one statement that may write thousands of rows, the GIL
-    # released while it runs. CROSS JOIN keeps `f` the outer loop, so the rows are inserted
-    # in its order (json_each reads an array in order) without sorting their data.
-    await sqlite_rows(raw, _SQLITE, (
-        orjson.dumps(rows).decode(), tenant.account_id, tenant.mode.value, at,
-        scene.notified_at,
-        scene.item_id, scene.sku_code, json_text(scene.scope),
-        json_text(scene.item), scene.availability, scene.previous_availability,
-        occurred), inline=False)
-
+    # released while it runs.
+    await sqlite_rows(raw, *sqlite_statement(tenant, scene, rows, now), inline=False)
