@@ -22,6 +22,7 @@ from stockbell.domain.webhooks import Attempt, DeliveryStatus, Endpoint
 from stockbell.service import accounts as accounts_service
 from stockbell.service import webhooks as webhooks_service
 from stockbell.service.outbox import persist_events
+from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
 from stockbell.store.repos.bulk import driver
@@ -316,5 +317,36 @@ def test_postgresql_append_only_tables_do_not_lock_their_account(url: str) -> No
 
         with pytest.raises(Exception, match="foreign key"):
             await db.run(orphan)
+
+    run(url, go)
+
+
+def test_event_data_is_stored_as_sent_and_read_back_as_json(url: str) -> None:
+    """Migration 0007: events.data is text on PostgreSQL (as JSON always was on SQLite): the
+    text written is the text stored, character for character, the dispatcher's claim reads
+    it as such, and the event log reads it back as the JSON value it holds."""
+    data = {"sku": "SKU-ü", "qty": "5", "nested": {"list": [1, 2.5, None, True]}}
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, _, events = await queued(db, 1, data=data)
+
+        async def stored(uow: UnitOfWork) -> tuple[str | None, str]:
+            kind = None
+            if url.startswith("postgresql"):
+                kind = (await uow.conn.exec_driver_sql(
+                    "SELECT data_type FROM information_schema.columns "
+                    "WHERE table_name = 'events' AND column_name = 'data'")).scalar()
+            text = (await uow.conn.exec_driver_sql("SELECT data FROM events")).scalar()
+            return kind, text
+
+        kind, text = await db.run(stored)
+        if url.startswith("postgresql"):
+            assert kind == "text"
+        assert text == '{"sku":"SKU-ü","qty":"5","nested":{"list":[1,2.5,null,true]}}'
+        listed = await db.run(lambda uow: uow.events.page(tenant, {}, PageRequest(None, 10)))
+        assert [e.data for _, e in listed] == [data]
+        got = await claim(db, datetime.now(UTC))
+        assert [c.event.data for c in got] == [data]
+        assert got[0].event.id == events[0].id
 
     run(url, go)

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from stockbell.domain.subscription import Status
 from stockbell.domain.webhooks import DeliveryStatus
-from stockbell.store.types import BigPK, UtcMicros
+from stockbell.store.types import BigPK, JsonText, UtcMicros
 
 metadata = sa.MetaData(
     naming_convention={
@@ -196,7 +196,7 @@ events = sa.Table(
     sa.Column("sequence", sa.BigInteger),
     sa.Column("occurred_at", UtcMicros, nullable=False),
     sa.Column("created_at", UtcMicros, nullable=False),
-    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("data", JsonText, nullable=False),  # text on PostgreSQL: migration 0007
     sa.Index("ix_events_tenant", "account_id", "mode", "pk"),
     sa.Index("ix_events_tenant_type", "account_id", "mode", "type", "pk"),
 )

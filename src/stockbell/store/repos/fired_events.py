@@ -121,7 +121,7 @@ SELECT o.i, $2, $3, '{BACK_IN_STOCK}', $6, o.q, $12, $4, {_object_pg(
         ("notified_at", "$5"), ("created_at", _iso_pg("o.created_at")),
         ("updated_at", _iso_pg("o.updated_at")))),
     ("item", "$9"), ("scope", "$8"), ("availability", "$10"),
-    ("previous_availability", "$11"), ("threshold", "to_json(o.t)::text"))}::json
+    ("previous_availability", "$11"), ("threshold", "to_json(o.t)::text"))}
 FROM (
     SELECT f.i, f.q, f.st, f.n, f.t, s.id, s.customer_email, s.customer_external_id,
            s.customer_first_name, s.customer_last_name, s.customer_attributes,
