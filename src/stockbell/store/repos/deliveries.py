@@ -97,7 +97,7 @@ WHERE d.pk IN (
         FOR UPDATE OF deliveries SKIP LOCKED)
   AND e.id = d.event_id
 RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.created_at,
-          e.data::text, e.sequence, e.item_id, e.pk
+          e.data, e.sequence, e.item_id, e.pk
 """
 
 # SET LOCAL for both, as one statement that also begins the transaction (one round trip).
