@@ -232,3 +232,58 @@ async def test_cancel_racing_a_restock_neither_deadlocks_nor_resurrects(pg_url: 
         assert counted.attempts == counted.runs, "a transaction was retried (deadlock?)"
     finally:
         await db.dispose()
+
+
+async def _lock_waiters(db: SqlDatabase) -> int:
+    """Sessions of this database waiting for a lock (another session's row lock here)."""
+    async def work(uow: UnitOfWork) -> int:
+        conn = uow.conn  # type: ignore[attr-defined]
+        res = await conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")
+        return int(res.scalar_one())
+
+    return await db.run(work)
+
+
+async def test_market_change_racing_a_restock_loses_neither(pg_url: str) -> None:
+    """A location joins a market while a change raises stock there. Whichever commits
+    first, the market's availability ends up counting that stock and the market's waiting
+    subscription fires: the change is held until the membership commits, then reads it."""
+    db = SqlDatabase(pg_url, pool_size=4)
+    try:
+        tenant = await new_tenant(db, ("SKU-M",))  # market EU = {L1, L2}
+        sub = await db.run(lambda uow: subscriptions.subscribe(
+            uow, tenant, SubscriptionInput("SKU-M", market="EU", threshold="1")))
+        changed, release = asyncio.Event(), asyncio.Event()
+
+        async def grow_market(uow: UnitOfWork) -> None:
+            await catalog.upsert_market(
+                uow, tenant, Market(code="EU", location_codes=["L1", "L2", "L3"]))
+            changed.set()
+            await release.wait()  # commit only once the restock has started
+
+        market = asyncio.ensure_future(db.run(grow_market))
+        await asyncio.wait_for(changed.wait(), timeout=10)
+        restock = asyncio.ensure_future(db.run(lambda uow: inventory.apply_changes(
+            uow, tenant, [count("SKU-M", "L3", Decimal(5))])))
+        for _ in range(200):  # until the restock waits for the market's transaction
+            if restock.done() or await _lock_waiters(db):
+                break
+            await asyncio.sleep(0.01)
+        assert not restock.done(), "the change did not wait for the membership change"
+        release.set()
+        await asyncio.wait_for(market, timeout=10)
+        status, body = await asyncio.wait_for(restock, timeout=10)
+        assert status == 200
+        assert body["applied"] == 1
+
+        view = await db.run(lambda uow: inventory.inventory_of(uow, tenant, "SKU-M"))
+        avail = {(a["type"], a["code"]): Decimal(a["availability"])
+                 for a in view["availability"]}
+        assert avail.get(("market", "EU")) == Decimal(5), avail
+        fired = await db.run(lambda uow: subscriptions.get(uow, tenant, sub.id))
+        assert fired.notify_count == 1
+        assert fired.status.value == "notified"
+    finally:
+        await db.dispose()

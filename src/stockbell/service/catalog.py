@@ -70,7 +70,10 @@ async def list_locations(uow: UnitOfWork, tenant: Tenant, page: PageRequest) -> 
 
 async def upsert_market(uow: UnitOfWork, tenant: Tenant, market: Market) -> Market:
     """Create or replace a market. Its availability is rebuilt from current stock; a change of
-    membership is not a stock change, so it fires no restock."""
+    membership is not a stock change, so it fires no restock. Inventory writes of the
+    account wait while it runs, so none applies a change with the old membership after the
+    availability was rebuilt without it."""
+    await uow.catalog.lock_membership(tenant)
     codes = list(dict.fromkeys(market.location_codes))
     found = await uow.catalog.locations_by_code(tenant, codes)
     missing = [c for c in codes if c not in found]

@@ -15,7 +15,7 @@ from stockbell.service.pagination import PageRequest
 from stockbell.store.repos.bulk import RowWrite, defer_rows, fetch_rows
 from stockbell.store.repos.stock import StockPrefetch
 from stockbell.store.repos.util import insert_for
-from stockbell.store.tables import items, locations, market_locations, markets
+from stockbell.store.tables import accounts, items, locations, market_locations, markets
 from stockbell.store.types import from_micros, json_value
 
 _ITEM_FIELDS = (
@@ -66,14 +66,21 @@ _LOCK_ITEMS_PG = ("SELECT id, sequence FROM items WHERE id = ANY($1::text::bigin
 # so each item's sequence comes twice: from the locked row (its last committed version) and
 # as the snapshot saw it. Every write of stock bumps the sequences of its items under their
 # lock, so where the two agree the stock rows read are current (`StockPrefetch`).
+# The account's row is share-locked first, the same way: a change of market membership
+# (`lock_membership`) locks it exclusively and rewrites it, so a statement whose snapshot
+# predates that change sees two versions of the row (kind 4) and is run again.
 _LOCKED_REFS_LOCATIONS_AND_STOCK_PG = (
-    "WITH i AS MATERIALIZED (SELECT id, public_id, sku_code, sequence FROM items "
+    "WITH a AS MATERIALIZED (SELECT xmin::text::bigint AS version FROM accounts "
+    "WHERE id = $1 FOR KEY SHARE), "
+    "i AS MATERIALIZED (SELECT id, public_id, sku_code, sequence FROM items "
     "WHERE account_id = $1 AND mode = $2 AND sku_code = ANY($3::text::text[]) "
     "ORDER BY id FOR UPDATE), "
     "l AS MATERIALIZED (SELECT l.id, l.code, l.name, l.created_at, l.updated_at, m.market_id "
     "FROM locations AS l LEFT JOIN market_locations AS m ON m.location_id = l.id "
     "WHERE l.account_id = $1 AND l.mode = $2 AND l.code = ANY($4::text::text[])) "
-    "SELECT 0, i.id, i.sequence, i.public_id, i.sku_code, s.sequence, NULL::bigint "
+    "SELECT 4, a.version, s.xmin::text::bigint, NULL, NULL, NULL, NULL::bigint "
+    "FROM a, accounts AS s WHERE s.id = $1 "
+    "UNION ALL SELECT 0, i.id, i.sequence, i.public_id, i.sku_code, s.sequence, NULL "
     "FROM i JOIN items AS s ON s.id = i.id "
     "UNION ALL SELECT 1, id, market_id, code, name, created_at, updated_at FROM l "
     "UNION ALL SELECT 2, item_id, location_id, state, NULL, quantity, counted_at FROM stock "
@@ -219,6 +226,20 @@ class SqlCatalog:
         res = await self.conn.execute(stmt.order_by(locations.c.id).limit(page.limit))
         return [(r.id, _location(r._mapping)) for r in res]
 
+    async def lock_membership(self, tenant: Tenant) -> None:
+        """Serialise a change of market membership with the account's inventory writes
+        (PostgreSQL; SQLite has one writer already). Those read the membership in the
+        statement that share-locks the account's row, from a snapshot taken before that
+        lock is granted: this lock makes them wait until the change commits, and the
+        rewrite of the row (a new version, same values) makes a statement that waited see
+        that its snapshot is older and read again. Without it, a restock racing the change
+        could miss the market, and the rebuilt availability miss its stock."""
+        if self.conn.dialect.name != "postgresql":
+            return
+        mine = accounts.c.id == tenant.account_id
+        await self.conn.execute(sa.select(accounts.c.id).where(mine).with_for_update())
+        await self.conn.execute(sa.update(accounts).where(mine).values(name=accounts.c.name))
+
     async def upsert_market(self, tenant: Tenant, market: Market, location_ids: list[int],
                             now: datetime) -> Market:
         stmt = insert_for(self.conn, markets).values(
@@ -298,12 +319,18 @@ class SqlCatalog:
         if self.conn.dialect.name != "postgresql" or not codes or not wanted:
             refs = await self.item_refs_by_sku(tenant, codes, lock=True)
             return refs, *await self.locations_with_markets(tenant, wanted)
-        rows = await fetch_rows(self.conn, _LOCKED_REFS_LOCATIONS_AND_STOCK_PG, "",
-                                [tenant.account_id, tenant.mode.value, codes, wanted])
+        params = [tenant.account_id, tenant.mode.value, codes, wanted]
+        rows = await fetch_rows(self.conn, _LOCKED_REFS_LOCATIONS_AND_STOCK_PG, "", params)
+        if any(r[0] == 4 and r[1] != r[2] for r in rows):
+            # The markets changed after the snapshot was taken: read everything again, in a
+            # statement of its own (a new snapshot; the locks are held, nothing waits).
+            rows = await fetch_rows(self.conn, _LOCKED_REFS_LOCATIONS_AND_STOCK_PG, "", params)
         refs = {}
         current = True
         location_rows, stock_rows, avail_rows = [], [], []
         for kind, a, b, c, d, e, f in rows:
+            if kind == 4:
+                continue
             if kind == 0:
                 refs[d] = ItemRef(a, c, d)
                 self._sequences[a] = b
