@@ -149,3 +149,32 @@ def test_sequence_increases_per_item(seeded: Tenant) -> None:
 
 def test_events_of_a_fresh_tenant_are_empty(tenant: Tenant) -> None:
     assert page(tenant) == {"data": [], "next_cursor": None}
+
+
+def test_nul_characters_in_a_clients_json_reach_every_event(seeded: Tenant) -> None:
+    """JSON may hold U+0000 in any string, keys too; PostgreSQL's JSON functions refuse to
+    unescape it. A subscription carrying it is created, updated and fired, and each of its
+    events is stored and listed with the data as sent (a PATCH once answered 500)."""
+    meta = {"k\u0000": "v\u0000", "list": ["\u0000", {"\u0000": None}]}
+    attributes = {"x\u0000": "\u0000y"}
+    r = seeded.post("/v1/subscriptions", json={
+        "sku_code": "SKU-1", "threshold": "1", "metadata": meta,
+        "customer": {"email": "a@example.com", "attributes": attributes}})
+    assert r.status_code == 201, r.text
+    sub_id = r.json()["id"]
+    r = seeded.put("/v1/items/SKU-1", json={"title": "Boot", "attributes": attributes})
+    assert r.status_code == 200, r.text
+    r = seeded.patch(f"/v1/subscriptions/{sub_id}", json={"metadata": {**meta, "n": 2}})
+    assert r.status_code == 200, r.text
+    count(seeded, 3)
+    got, _ = walk(seeded, limit=200)
+    subs = {e["type"]: e["data"]["subscription"] for e in got if "subscription" in e["data"]}
+    assert set(subs) == {"subscription.created", "back_in_stock.requested",
+                         "subscription.updated", "back_in_stock"}
+    assert subs["subscription.created"]["metadata"] == meta
+    assert subs["subscription.updated"]["metadata"] == {**meta, "n": 2}
+    assert subs["back_in_stock"]["metadata"] == {**meta, "n": 2}
+    assert subs["back_in_stock"]["id"] == sub_id
+    assert all(s["customer"]["attributes"] == attributes for s in subs.values())
+    fired = next(e for e in got if e["type"] == "back_in_stock")
+    assert fired["data"]["item"]["attributes"] == attributes

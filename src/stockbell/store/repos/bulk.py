@@ -125,8 +125,8 @@ class RowWrite:
     """Rows for one table, in storage form: inserted, or with `key` upserted (on a conflict
     over `key` the other columns are overwritten; the keys of `rows` must be distinct), or
     with `update` the existing rows matched on `key` updated (rows that match none are
-    dropped). `pg_types` names the columns' PostgreSQL types; a value of type `json` is its
-    JSON text."""
+    dropped). `pg_types` names the columns' PostgreSQL types; `json` names a text column
+    holding JSON, whose values are their JSON text."""
 
     table: str
     columns: tuple[str, ...]
@@ -145,7 +145,8 @@ class RowWrite:
         """The INSERT (or with `update` the UPDATE) reading parameter n: the rows as one
         JSON array of objects, read by `json_to_recordset` in row order."""
         names = ", ".join(self.columns)
-        shape = ", ".join(f"{c} {t}" for c, t in zip(self.columns, self.pg_types, strict=True))
+        shape = ", ".join(f"{c} {'text' if t == 'json' else t}"
+                          for c, t in zip(self.columns, self.pg_types, strict=True))
         rows = f"json_to_recordset(${n}::json) AS r({shape})"
         if self.update:
             sets = ", ".join(f"{c} = r.{c}" for c in self.columns if c not in self.key)
@@ -157,9 +158,12 @@ class RowWrite:
         columns = self.columns
         raw = [n for n, t in enumerate(self.pg_types) if t == "json"]
         rows: Iterable[Sequence[Any]] = self.rows
-        if raw:  # JSON text goes in as JSON, not as a string holding it
-            rows = [[orjson.Fragment(v) if n in raw and v is not None else v
-                     for n, v in enumerate(row)] for row in self.rows]
+        if raw:  # JSON text goes in as JSON (read back as its text), not as a string
+            # holding it: no second escaping. Except where it holds the escape of U+0000,
+            # which PostgreSQL's JSON functions refuse to unescape anywhere in a document
+            # (json_to_recordset reads every string); as a string, it arrives as written.
+            rows = [[orjson.Fragment(v) if n in raw and v is not None and "\\u0000" not in v
+                     else v for n, v in enumerate(row)] for row in self.rows]
         return orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
 
     def sqlite_statement(self) -> tuple[str, list[tuple[Any, ...]]]:
