@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from stockbell.domain.accounts import Mode, Tenant
-from stockbell.domain.catalog import Item, Location, Market
-from stockbell.service import accounts, catalog, webhooks
+from stockbell.domain.catalog import Item, ItemRef, Location, Market
+from stockbell.service import accounts, catalog, inventory, webhooks
 from stockbell.service.inventory import ChangeInput, apply_grouped
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase, SqlUnitOfWork
 from stockbell.store.repos.bulk import RowWrite, defer_rows, driver, fetch_rows, write_rows
+from stockbell.store.repos.catalog import FEW_CODES
 
 
 async def _tenant(db: SqlDatabase, skus: list[str], codes: list[str]) -> Tenant:
@@ -42,6 +43,65 @@ async def _sequence(uow: UnitOfWork, item_id: int) -> int:
     [(value,)] = await fetch_rows(_sql(uow).conn, "SELECT sequence FROM items WHERE id = $1",
                                   "SELECT sequence FROM items WHERE id = ?1", [item_id])
     return int(value)
+
+
+async def test_many_codes_read_what_a_few_at_a_time_do(db_url: str) -> None:
+    """Past FEW_CODES SKUs or location codes PostgreSQL joins the list instead of filtering
+    by it: the same rows come back, each once (codes repeated or unknown, another
+    account's alike), with the markets and the stock read ahead as `load` would read it."""
+    db = SqlDatabase(db_url)
+    try:
+        skus = [f"M-{n:03d}" for n in range(3 * FEW_CODES)]
+        codes = [f"L{n:03d}" for n in range(2 * FEW_CODES)]
+        tenant = await _tenant(db, skus, codes)
+        other = await _tenant(db, skus[:5], codes[:5])
+        await db.run(lambda uow: catalog.upsert_market(
+            uow, tenant, Market("EU", location_codes=codes[::3])))
+        await db.run(lambda uow: inventory.apply_changes(uow, tenant, [
+            ChangeInput("count", sku, codes[n % len(codes)], str(n % 7), state="IN_STOCK")
+            for n, sku in enumerate(skus)]))
+        wanted = [*skus, *skus[:10], "NOPE"]
+        places = [*codes, *codes[:3], "NOWHERE"]
+
+        def in_fews(names: list[str]) -> list[list[str]]:
+            return [names[k:k + FEW_CODES] for k in range(0, len(names), FEW_CODES)]
+
+        async def read(uow: UnitOfWork) -> None:
+            few: dict[str, ItemRef] = {}
+            for part in in_fews(wanted):
+                few.update(await uow.catalog.item_refs_by_sku(tenant, part))
+            assert sorted(few) == skus
+            assert await uow.catalog.item_refs_by_sku(tenant, wanted) == few
+            located: dict[str, Location] = {}
+            markets: dict[int, frozenset[int]] = {}
+            for part in in_fews(places):
+                found, in_markets = await uow.catalog.locations_with_markets(tenant, part)
+                located.update(found)
+                markets.update(in_markets)
+            assert sorted(located) == codes
+            assert len(markets) == len(codes[::3])
+            assert await uow.catalog.locations_with_markets(tenant, places) == (
+                located, markets)
+            assert await uow.catalog.locations_by_code(tenant, places) == located
+            refs, locs, markets_of = await uow.catalog.locked_refs_and_locations(
+                tenant, wanted, places)
+            assert (refs, locs, markets_of) == (few, located, markets)
+            keys = {(r.id, locs[codes[n % len(codes)]].id, "IN_STOCK")
+                    for n, r in enumerate(refs[sku] for sku in skus)}
+            ledger = await uow.stock.load(keys, set())
+            for item_id, location_id, state in keys:
+                rows = await uow.stock.stock_of_item(item_id)
+                assert [(location_id, state, ledger.quantities[item_id, location_id, state])
+                        ] == rows
+            assert len({ledger.quantities[k] for k in keys}) == 7
+            theirs = await uow.catalog.item_refs_by_sku(other, wanted)
+            assert sorted(theirs) == skus[:5]
+            assert {r.id for r in theirs.values()}.isdisjoint(r.id for r in few.values())
+            assert sorted(await uow.catalog.locations_by_code(other, places)) == codes[:5]
+
+        await db.run(read)
+    finally:
+        await db.dispose()
 
 
 async def test_locked_refs_and_locations_read_what_the_two_reads_do(db_url: str) -> None:
