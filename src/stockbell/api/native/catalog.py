@@ -103,6 +103,8 @@ async def get_location(code: CodePath, tenant: SecretTenant, request: Request) -
             summary="Create or replace a market (a named set of locations)")
 async def put_market(code: CodePath, body: MarketIn, tenant: SecretTenant,
                      request: Request) -> dict[str, Any]:
+    """A change of the locations rebuilds the market's availability from the current
+    stock; it fires no restock. The account's inventory changes wait while it runs."""
     market = Market(code=code, name=body.name, location_codes=list(body.locations))
     saved = await app_state(request).db.run(
         lambda uow: catalog.upsert_market(uow, tenant, market))
