@@ -28,6 +28,7 @@ from stockbell.service.pagination import PageRequest, decode_cursor
 from stockbell.service.ports import UnitOfWork
 from stockbell.service.subscriptions import SubscriptionInput
 from stockbell.store.database import SqlDatabase
+from stockbell.store.repos.catalog import FEW_CODES
 from tests.support import postgres_database
 
 pytestmark = pytest.mark.postgres
@@ -203,6 +204,34 @@ async def test_batches_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
         # stock only ever rose from 0, so the "all" subscription crossed 1 exactly once
         got = await db.run(lambda uow: subscriptions.get(uow, tenant, sub.id))
         assert got.notify_count == 1
+    finally:
+        await db.dispose()
+
+
+async def test_long_batches_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
+    """Past FEW_CODES SKUs the items are found by a join instead of a filter: they are still
+    locked in id order, so long batches over the same items in opposite orders neither
+    deadlock nor need a retry, and every change counts."""
+    skus = tuple(f"SKU-{n:03d}" for n in range(2 * FEW_CODES))
+    db = SqlDatabase(pg_url, pool_size=8)
+    try:
+        tenant = await new_tenant(db, skus)
+        counted = Counted(db)
+        forward = [add(sku, "L1", Decimal(1)) for sku in skus]
+        backward = [add(sku, "L2", Decimal(1)) for sku in reversed(skus)]
+        rounds = 5
+        for _ in range(rounds):
+            results = await asyncio.wait_for(asyncio.gather(
+                counted.run(lambda uow: inventory.apply_changes(uow, tenant, forward)),
+                counted.run(lambda uow: inventory.apply_changes(uow, tenant, backward)),
+            ), timeout=30)
+            assert all(body["applied"] == len(skus) for _, body in results)
+        assert counted.attempts == counted.runs, "a transaction was retried (deadlock?)"
+        for sku in (skus[0], skus[-1]):
+            view = await db.run(partial(inventory.inventory_of, tenant=tenant, sku_code=sku))
+            avail = {(a["type"], a["code"]): Decimal(a["availability"])
+                     for a in view["availability"]}
+            assert avail[("market", "EU")] == 2 * rounds
     finally:
         await db.dispose()
 
