@@ -366,7 +366,8 @@ class SqlCatalog:
         params = [tenant.account_id, tenant.mode.value, codes, wanted]
         sql = _LOCKED_REFS_LOCATIONS_AND_STOCK_PG[_many(codes), _many(wanted)]
         rows = await fetch_rows(self.conn, sql, "", params)
-        if any(r[0] == 4 and r[1] != r[2] for r in rows):
+        account = next((r for r in rows if r[0] == 4), None)  # the first row, in practice
+        if account is not None and account[1] != account[2]:
             # The markets changed after the snapshot was taken: read everything again, in a
             # statement of its own (a new snapshot; the locks are held, nothing waits).
             rows = await fetch_rows(self.conn, sql, "", params)
