@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import structlog
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from stockbell.config import get_settings
 from stockbell.domain.accounts import Mode
@@ -32,11 +34,33 @@ console = Console(stderr=True)
 
 
 def _logging(level: str) -> None:
+    """structlog's defaults, except for exceptions: its default renderer prints a rich
+    traceback with every frame's local variables. Those held the database URL with its
+    password (and could hold a client's key), and one traceback cost ~30 KB of log and tens
+    of milliseconds of CPU: a worker whose database was gone logged one a second and spent a
+    third of a core on it. Tracebacks are now plain, without locals, and uncoloured when the
+    output is not a terminal."""
     logging.basicConfig(level=level.upper(), format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    tty = sys.stdout.isatty()
+    formatter = (structlog.dev.RichTracebackFormatter(show_locals=False) if tty
+                 else structlog.dev.plain_traceback)
     structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=formatter),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
     )
+
+
+def _shown(url: str) -> str:
+    """A database URL as printed: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _run(work: Callable[[UnitOfWork], Awaitable[T]], migrate: bool = True) -> T:
@@ -75,7 +99,7 @@ def serve(
 
     settings = get_settings()
     _logging(settings.log_level)
-    console.print(f"[bold]Stockbell[/bold] database: {settings.db_url}")
+    console.print(f"[bold]Stockbell[/bold] database: {_shown(settings.db_url)}")
     console.print(f"Listening on [bold]http://{host}:{port}[/bold]  (API docs at /docs)")
     console.print("Get a key (in another terminal, same directory):\n"
                   "  ./run accounts create shop\n"
@@ -109,7 +133,7 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        console.print(f"Stockbell worker on {settings.db_url}")
+        console.print(f"Stockbell worker on {_shown(settings.db_url)}")
         try:
             await supervise(db, settings, stop)
         finally:

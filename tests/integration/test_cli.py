@@ -216,3 +216,30 @@ def test_serve_answers_and_accepts_cli_keys(cli_db: str, shop: dict[str, Any],
     assert "Traceback" not in Path(log.name).read_text()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/openapi.json", timeout=2)
+
+
+def test_a_worker_without_its_database_logs_plain_tracebacks_without_the_password() -> None:
+    """A worker whose database is gone logs each failed start of its dispatcher. structlog's
+    default rendering printed every frame's local variables (the database URL with its
+    password among them, five times per traceback) at ~30 KB and tens of ms of CPU each."""
+    url = (f"postgresql+asyncpg://postgres:sekrit-pw@127.0.0.1:5432/"
+           f"stockbell_missing_{uuid.uuid4().hex[:12]}")
+    env = env_for(url)
+    env["STOCKBELL_LOG_LEVEL"] = "info"
+    proc = subprocess.Popen([*STOCKBELL, "worker"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(3.5)  # the supervisor restarts the dispatcher once a second
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert out.count("dispatcher.crashed") >= 2, out[-2000:]
+    assert "Traceback (most recent call last)" in out
+    assert "does not exist" in out or "Connect" in out, out[-2000:]
+    assert "sekrit-pw" not in out + err
+    assert "postgres:***@127.0.0.1" in err  # the start-up line names the database, masked
+    assert len(out) / out.count("dispatcher.crashed") < 8_000  # ~30 KB each with locals
