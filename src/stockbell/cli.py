@@ -148,7 +148,7 @@ def migrate() -> None:
     """Apply database migrations (Alembic) to STOCKBELL_DATABASE_URL."""
     url = get_settings().db_url
     upgrade(url)
-    console.print(f"Schema is up to date on {url}")
+    console.print(f"Schema is up to date on {_shown(url)}")
 
 
 @accounts_app.command("create")
