@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.load import LeanClient
+
 STOCKBELL = [sys.executable, "-m", "stockbell"]
 PG = {"user": "postgres", "host": "127.0.0.1", "port": 5432}
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,6 +296,11 @@ class Env:
             connector=aiohttp.TCPConnector(limit=limit, force_close=False),
             timeout=aiohttp.ClientTimeout(total=600),
         )
+
+    def lean_client(self, size: int) -> LeanClient:
+        """`size` lean keep-alive connections to `serve` with this env's key (bench/load.py)."""
+        port = int(self.base_url.rsplit(":", 1)[1])
+        return LeanClient("127.0.0.1", port, self.secret, size)
 
     async def call(self, s: aiohttp.ClientSession, method: str, path: str,
                    body: Any = None) -> Any:
