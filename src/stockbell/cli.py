@@ -7,14 +7,15 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from stockbell.config import get_settings
+from stockbell.config import Settings, get_settings
 from stockbell.domain.accounts import Mode
 from stockbell.domain.errors import StockbellError
 from stockbell.service import accounts as accounts_service
@@ -33,29 +34,54 @@ app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, fmt: str = "console") -> None:
     """structlog's defaults, except for exceptions: its default renderer prints a rich
     traceback with every frame's local variables. Those held the database URL with its
     password (and could hold a client's key), and one traceback cost ~30 KB of log and tens
     of milliseconds of CPU: a worker whose database was gone logged one a second and spent a
     third of a core on it. Tracebacks are now plain, without locals, and uncoloured when the
-    output is not a terminal."""
+    output is not a terminal; `fmt="json"` writes one JSON object per line instead, with the
+    traceback as structured frames (again without locals)."""
     logging.basicConfig(level=level.upper(), format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    tty = sys.stdout.isatty()
-    formatter = (structlog.dev.RichTracebackFormatter(show_locals=False) if tty
-                 else structlog.dev.plain_traceback)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.StackInfoRenderer(),
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if fmt == "json":
+        last: list[Any] = [
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        tty = sys.stdout.isatty()
+        formatter = (structlog.dev.RichTracebackFormatter(show_locals=False) if tty
+                     else structlog.dev.plain_traceback)
+        last = [
             structlog.dev.set_exc_info,
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
             structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=formatter),
-        ],
+        ]
+    structlog.configure(
+        processors=shared + last,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
     )
+
+
+def _settings() -> Settings:
+    """The settings, or a one-line error per bad STOCKBELL_* variable (exit status 2)
+    instead of pydantic's traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "STOCKBELL_" + "_".join(str(part) for part in err["loc"]).upper()
+            console.print(f"[red]error:[/red] {name}: {err['msg']}", markup=True,
+                          highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _shown(url: str) -> str:
@@ -64,7 +90,7 @@ def _shown(url: str) -> str:
 
 
 def _run(work: Callable[[UnitOfWork], Awaitable[T]], migrate: bool = True) -> T:
-    settings = get_settings()
+    settings = _settings()
     if migrate:
         upgrade(settings.db_url)
 
@@ -97,8 +123,8 @@ def serve(
 
     from stockbell.api.app import create_app
 
-    settings = get_settings()
-    _logging(settings.log_level)
+    settings = _settings()
+    _logging(settings.log_level, settings.log_format)
     console.print(f"[bold]Stockbell[/bold] database: {_shown(settings.db_url)}")
     console.print(f"Listening on [bold]http://{host}:{port}[/bold]  (API docs at /docs)")
     console.print("Get a key (in another terminal, same directory):\n"
@@ -124,8 +150,8 @@ def worker() -> None:
 
     from stockbell.delivery.dispatcher import supervise
 
-    settings = get_settings()
-    _logging(settings.log_level)
+    settings = _settings()
+    _logging(settings.log_level, settings.log_format)
 
     async def go() -> None:
         db = SqlDatabase(settings.db_url, synchronous=settings.sqlite_synchronous)
@@ -146,7 +172,7 @@ def worker() -> None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations (Alembic) to STOCKBELL_DATABASE_URL."""
-    url = get_settings().db_url
+    url = _settings().db_url
     upgrade(url)
     console.print(f"Schema is up to date on {_shown(url)}")
 

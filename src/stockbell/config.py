@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = 5.0
     sqlite_synchronous: str = "FULL"
     log_level: str = "info"
+    # "console": one readable line per event; "json": one JSON object per line, for a log
+    # shipper (tracebacks as structured frames, without local variables, like the console's).
+    log_format: Literal["console", "json"] = "console"
 
     # Webhook delivery
     retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"

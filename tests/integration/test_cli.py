@@ -218,14 +218,13 @@ def test_serve_answers_and_accepts_cli_keys(cli_db: str, shop: dict[str, Any],
         httpx.get(f"{base}/openapi.json", timeout=2)
 
 
-def test_a_worker_without_its_database_logs_plain_tracebacks_without_the_password() -> None:
-    """A worker whose database is gone logs each failed start of its dispatcher. structlog's
-    default rendering printed every frame's local variables (the database URL with its
-    password among them, five times per traceback) at ~30 KB and tens of ms of CPU each."""
+def _worker_on_a_missing_database(**extra: str) -> tuple[str, str]:
+    """`stockbell worker` for 3.5 s on a PostgreSQL database that does not exist, with a
+    password in its URL; its stdout and stderr."""
     url = (f"postgresql+asyncpg://postgres:sekrit-pw@127.0.0.1:5432/"
            f"stockbell_missing_{uuid.uuid4().hex[:12]}")
     env = env_for(url)
-    env["STOCKBELL_LOG_LEVEL"] = "info"
+    env.update(STOCKBELL_LOG_LEVEL="info", **extra)
     proc = subprocess.Popen([*STOCKBELL, "worker"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -237,9 +236,43 @@ def test_a_worker_without_its_database_logs_plain_tracebacks_without_the_passwor
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
+    return out, err
+
+
+def test_a_worker_without_its_database_logs_plain_tracebacks_without_the_password() -> None:
+    """A worker whose database is gone logs each failed start of its dispatcher. structlog's
+    default rendering printed every frame's local variables (the database URL with its
+    password among them, five times per traceback) at ~30 KB and tens of ms of CPU each."""
+    out, err = _worker_on_a_missing_database()
     assert out.count("dispatcher.crashed") >= 2, out[-2000:]
     assert "Traceback (most recent call last)" in out
     assert "does not exist" in out or "Connect" in out, out[-2000:]
     assert "sekrit-pw" not in out + err
     assert "postgres:***@127.0.0.1" in err  # the start-up line names the database, masked
     assert len(out) / out.count("dispatcher.crashed") < 8_000  # ~30 KB each with locals
+
+
+def test_json_logs_are_one_object_per_line_with_structured_tracebacks() -> None:
+    out, err = _worker_on_a_missing_database(STOCKBELL_LOG_FORMAT="json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    crashes = [x for x in lines if x["event"] == "dispatcher.crashed"]
+    assert len(crashes) >= 2, out[-2000:]
+    first = crashes[0]
+    assert first["level"] == "error"
+    assert first["timestamp"].endswith("Z")
+    frames = first["exception"][0]["frames"]
+    assert any(f["name"] == "supervise" for f in frames)
+    assert all("locals" not in f for f in frames)
+    assert "sekrit-pw" not in out + err
+
+
+def test_a_bad_setting_is_named_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    env = env_for(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    env.update(STOCKBELL_LOG_FORMAT="xml", STOCKBELL_TOKEN_TTL_SECONDS="soon")
+    done = subprocess.run([*STOCKBELL, "migrate"], env=env, text=True, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "STOCKBELL_LOG_FORMAT: Input should be 'console' or 'json'" in done.stderr
+    assert "STOCKBELL_TOKEN_TTL_SECONDS" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "x.db").exists()  # nothing was done
