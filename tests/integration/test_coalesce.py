@@ -124,13 +124,14 @@ class InFlight:
 async def test_one_transaction_per_tenant_at_a_time_and_tenants_in_parallel(
         db_url: str) -> None:
     """A tenant's requests that arrive while its transaction runs wait for its next group
-    (larger groups, the same fixed cost per transaction); other tenants' groups run
-    alongside, up to `parallel`. Every request is applied, in arrival order per tenant."""
+    (larger groups, the same fixed cost per transaction) unless they make a second group as
+    large (next test); other tenants' groups run alongside, up to `parallel`. Every request
+    is applied, in arrival order per tenant."""
     db = SqlDatabase(db_url)
     try:
         tenants = [await db.run(tenant_with_item_a) for _ in range(3)]
         one = InFlight(db)
-        coalescer = ChangeCoalescer(one, parallel=4)
+        coalescer = ChangeCoalescer(one, parallel=4, pair_min=100)  # no second group
 
         async def burst(tenant: Tenant, n: int) -> list[str]:
             answers = await asyncio.gather(*(coalescer.submit(tenant, plus_one())
@@ -181,6 +182,51 @@ async def test_full_groups_of_one_tenant_run_alongside_each_other(db_url: str) -
         await asyncio.sleep(0)  # its transaction is in flight
         await asyncio.wait_for(asyncio.gather(first, coalescer.submit(tenant, plus_one())), 30)
         assert small.most == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_second_group_as_large_as_the_running_one_starts_alongside_it(
+        db_url: str) -> None:
+    """Clients answered together send again together: once as many changes wait as the
+    running group holds (and at least `pair_min`), they start a second group instead of
+    idling behind it, one such group at a time; fewer wait. Every change is applied once,
+    the groups in the order they started (the second waits for the first's row locks)."""
+    db = SqlDatabase(db_url)
+    try:
+        tenant = await db.run(tenant_with_item_a)
+        flight = InFlight(db)
+        coalescer = ChangeCoalescer(flight, parallel=4, pair_min=4)
+
+        async def burst(n: int) -> list[str]:
+            answers = await asyncio.gather(*(coalescer.submit(tenant, plus_one())
+                                             for _ in range(n)))
+            return [a["changes"][0]["counts"][0]["quantity"] for a in answers]
+
+        first = asyncio.ensure_future(burst(6))
+        await asyncio.sleep(0.003)  # the group of 6 is in flight
+        fewer = asyncio.ensure_future(burst(5))  # 5 < 6 wait ...
+        await asyncio.sleep(0.001)
+        assert flight.now == 1
+        more = asyncio.ensure_future(burst(1))  # ... until 6 do
+        await asyncio.sleep(0.001)
+        assert flight.now == 2
+        third = asyncio.ensure_future(burst(8))  # a third waits, whatever its size
+        await asyncio.sleep(0.001)
+        assert flight.now == 2
+        got = await asyncio.wait_for(asyncio.gather(first, fewer, more, third), 30)
+        assert got == [[str(n) for n in range(1, 7)], [str(n) for n in range(7, 12)],
+                       ["12"], [str(n) for n in range(13, 21)]]
+        assert flight.most == 2
+
+        small = InFlight(db)
+        coalescer = ChangeCoalescer(small, parallel=4, pair_min=8)
+        first = asyncio.ensure_future(burst(6))
+        await asyncio.sleep(0.003)
+        await asyncio.wait_for(asyncio.gather(first, burst(6)), 30)  # 6 >= 6, but < 8
+        assert small.most == 1
+        view = await db.run(lambda uow: inventory.inventory_of(uow, tenant, "A"))
+        assert view["locations"] == [{"location": "L1", "quantities": {"IN_STOCK": "32"}}]
     finally:
         await db.dispose()
 
