@@ -78,13 +78,6 @@ async def _post_ok(s: aiohttp.ClientSession, path: str, body: Any) -> bytes:
         return data
 
 
-async def _get_ok(s: aiohttp.ClientSession, path: str) -> None:
-    async with s.get(path) as r:
-        data = await r.read()
-        if r.status != 200:
-            raise RuntimeError(f"GET {path} -> {r.status}: {data[:300]!r}")
-
-
 def _memory_rows(t: Table, env: Env) -> None:
     env.note_peaks()
     for name in sorted(env.peaks):
