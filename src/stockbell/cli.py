@@ -69,6 +69,24 @@ def _logging(level: str, fmt: str = "console") -> None:
         processors=shared + last,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
     )
+    if fmt == "json":
+        _stdlib_as_json(shared)
+
+
+def _stdlib_as_json(shared: list[Any]) -> None:
+    """In JSON mode the standard library's records (uvicorn's start-up and errors, asyncio's,
+    alembic's) become JSON lines on stdout too, so a log shipper reads one format."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]))
+    logging.getLogger().handlers[:] = [handler]
 
 
 def _settings() -> Settings:
@@ -133,8 +151,10 @@ def serve(
                   "(or `stockbell accounts create ...` inside the virtualenv)")
     if no_dispatcher:
         console.print("Dispatcher disabled (--no-dispatcher).")
+    # JSON mode: no uvicorn handlers of its own, its records go to the root's JSON handler
+    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(create_app(settings, dispatcher=not no_dispatcher), host=host, port=port,
-                log_level=settings.log_level, access_log=False)
+                log_level=settings.log_level, access_log=False, log_config=log_config)
 
 
 @app.command()

@@ -8,6 +8,17 @@ from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# The URL schemes operators paste (Heroku-style `postgres://` among them), each mapped to the
+# async driver Stockbell ships with.
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+_FORMS = "postgresql://user:password@host:5432/dbname or sqlite:///path/to/stockbell.db"
 
 
 def default_database_url() -> str:
@@ -50,6 +61,31 @@ class Settings(BaseSettings):
         if value and len(value.encode()) < 32:
             raise ValueError("STOCKBELL_SECRET_KEY must be at least 32 bytes (HS256)")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        """Name the driver here, so that `postgresql://` works and a database Stockbell
+        cannot use fails in one line at start-up instead of in a traceback from deep inside
+        SQLAlchemy (a missing psycopg or MySQLdb module). The messages never echo the URL:
+        it may hold a password."""
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(f"not a database URL; expected {_FORMS}") from None
+        driver = _DRIVERS.get(url.drivername)
+        if driver is None:
+            raise ValueError(f"unsupported database or driver '{url.drivername}' (Stockbell "
+                             f"runs on PostgreSQL with asyncpg or SQLite with aiosqlite); "
+                             f"use {_FORMS}")
+        if driver.startswith("sqlite") and not url.database:
+            raise ValueError("SQLite needs a file (several processes share it): "
+                             "sqlite:///path/to/stockbell.db")
+        if driver == url.drivername:
+            return value
+        return url.set(drivername=driver).render_as_string(hide_password=False)
 
     @property
     def db_url(self) -> str:

@@ -49,6 +49,16 @@ def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return finish(start(url, *args))
 
 
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C, as an operator stops it; its stdout and stderr (killed after 15 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def one_json_object(stdout: str) -> dict[str, Any]:
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert len(lines) == 1, stdout
@@ -230,12 +240,7 @@ def _worker_on_a_missing_database(**extra: str) -> tuple[str, str]:
     try:
         time.sleep(3.5)  # the supervisor restarts the dispatcher once a second
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err = interrupt(proc)
     return out, err
 
 
@@ -276,3 +281,50 @@ def test_a_bad_setting_is_named_in_one_line_without_a_traceback(tmp_path: Path) 
     assert "STOCKBELL_TOKEN_TTL_SECONDS" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "x.db").exists()  # nothing was done
+
+
+def test_a_plain_sqlite_url_works_and_an_unusable_one_is_one_line(tmp_path: Path) -> None:
+    """`sqlite:///...` (no driver named) is what a newcomer types; SQLAlchemy alone would
+    refuse it with a traceback about pysqlite not being async. `mysql://` used to end in a
+    traceback about a missing MySQLdb module."""
+    plain = run(f"sqlite:///{tmp_path / 'plain.db'}", "migrate")
+    assert plain.returncode == 0, plain.stderr
+    assert "sqlite+aiosqlite:///" in plain.stdout + plain.stderr
+    assert (tmp_path / "plain.db").exists()
+
+    wrong = run("mysql://root:hunter2@127.0.0.1/shop", "migrate")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "STOCKBELL_DATABASE_URL" in wrong.stderr
+    assert "unsupported database or driver 'mysql'" in " ".join(wrong.stderr.split())
+    assert "Traceback" not in wrong.stdout + wrong.stderr
+    assert "hunter2" not in wrong.stdout + wrong.stderr
+
+
+def test_serve_in_json_mode_writes_only_json_lines_uvicorns_included(tmp_path: Path) -> None:
+    """uvicorn installs its own plain-text handlers; in JSON mode its records (start-up,
+    shutdown, errors) must reach the log shipper as JSON like Stockbell's own."""
+    port = free_port()
+    env = env_for(f"sqlite:///{tmp_path / 'json.db'}")
+    env.update(STOCKBELL_LOG_FORMAT="json", STOCKBELL_LOG_LEVEL="info")
+    proc = subprocess.Popen([*STOCKBELL, "serve", "--port", str(port)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "serve exited early"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start listening"
+            time.sleep(0.1)
+    finally:
+        out, err = interrupt(proc)
+    lines = [json.loads(line) for line in out.splitlines()]  # each line is JSON
+    by_uvicorn = [x["event"] for x in lines if x.get("logger") == "uvicorn.error"]
+    assert any(f"127.0.0.1:{port}" in event for event in by_uvicorn), out
+    assert "Application shutdown complete." in by_uvicorn
+    assert any(x["event"] == "dispatcher.started" for x in lines)
+    assert all(x["timestamp"].endswith("Z") and x["level"] for x in lines)
+    assert "Uvicorn running" not in err  # not also as plain text

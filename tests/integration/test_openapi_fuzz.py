@@ -33,8 +33,10 @@ CHECKS = [
 SEEDED_SUB = "seeded-subscription"  # replaced by the fixture's real id at call time
 
 # The same document the server serves at /openapi.json (`fuzz_tenant` asserts they agree),
-# built at import time so pytest collects one test per operation and backend.
-OPENAPI = create_app(Settings(database_url="sqlite+aiosqlite://", secret_key=SIGNING_KEY)).openapi()
+# built at import time so pytest collects one test per operation and backend (building the
+# app opens no database: the file is never created).
+OPENAPI = create_app(Settings(database_url="sqlite:///never-opened.db",
+                              secret_key=SIGNING_KEY)).openapi()
 schema = schemathesis.openapi.from_dict(OPENAPI, config=schemathesis.Config.from_dict({
     "generation": {"mode": "all", "max-examples": MAX_EXAMPLES},
     # The coverage phase (boundary values per parameter) sends ~2,500 requests per backend,
