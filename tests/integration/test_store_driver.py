@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from stockbell.domain.accounts import Mode, Tenant
 from stockbell.domain.catalog import Item, Location, Market
@@ -353,6 +353,39 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_transparently(
         assert second != first
         assert len(runs) == 2  # the first try met the dead connection, the second a new one
         assert await db.run(backend) == second  # and the pool keeps the new one
+
+        # the same for a read (autocommit, see the next test)
+        admin = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", second)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)
+        runs.clear()
+        third = await db.read(count_and_read)
+        assert third not in (first, second)
+        assert len(runs) == 2
+    finally:
+        await db.dispose()
+
+
+async def test_a_postgresql_read_sends_no_begin_or_commit(db_url: str) -> None:
+    """At READ COMMITTED every statement takes its own snapshot, so BEGIN and COMMIT around
+    a read bought nothing but two round trips. A SAVEPOINT is what tells a transaction block
+    from none: PostgreSQL refuses it outside one."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: SQLite reads keep their transaction (one snapshot)")
+    db = SqlDatabase(db_url, pool_size=1)
+    try:
+        async def savepoint(uow: UnitOfWork) -> str:
+            await uow.conn.exec_driver_sql("SAVEPOINT probe")
+            return str((await uow.conn.exec_driver_sql(
+                "SELECT current_setting('transaction_isolation')")).scalar_one())
+
+        for _ in range(2):  # one pooled connection, lent in turn to writers and readers
+            assert await db.run(savepoint) == "read committed"
+            with pytest.raises(DBAPIError, match="can only be used in transaction blocks"):
+                await db.read(savepoint)
     finally:
         await db.dispose()
 

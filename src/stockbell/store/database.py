@@ -105,6 +105,9 @@ class SqlDatabase:
         # SQLite: readers on connections of their own, outside that queue (see `read`).
         self._readers: AsyncEngine | None = create_engine(
             url, synchronous=synchronous, read_only=True) if self.sqlite else None
+        # PostgreSQL: reads share the pool, their connections lent in autocommit (see `read`).
+        self._autocommit = self.engine if self.sqlite else \
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Set after a commit that queued deliveries: wakes this process's dispatcher at once.
         self.new_deliveries = asyncio.Event()
         # SQLite only: this process's dispatcher, registered while it runs.
@@ -115,9 +118,35 @@ class SqlDatabase:
         (serialization failure, deadlock, or a unique-key race such as a concurrent
         idempotent retry) and on a pooled connection found dead before the commit (say, the
         server restarted since it was last used)."""
+        return await self._retrying(lambda: self._once(work))
+
+    async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run `work`, which only reads.
+
+        SQLite: in one transaction that does not queue behind the writer: in WAL mode a
+        reader sees the last commit and never waits for a write in progress, and a restock
+        firing 100,000 subscriptions holds the writer for seconds. Its connections refuse
+        writes (`query_only`), so a `work` that writes fails instead of slipping past the
+        queue (and the tests, which run on both databases, catch it).
+
+        PostgreSQL: without BEGIN and COMMIT (autocommit). At READ COMMITTED, the default,
+        each statement takes its own snapshot whether or not a transaction surrounds it, so
+        the transaction bought nothing but two round trips: one indexed read cost `serve`
+        676 us of CPU and PostgreSQL 191 us with them, 489 and 71 us without
+        (docs/performance.md, twenty-second session). Retried as `run` is."""
+        if self._readers is None:
+            return await self._retrying(lambda: self._autocommitted(work))
+        async with self._readers.begin() as conn:
+            return await work(SqlUnitOfWork(conn))
+
+    async def _autocommitted(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        async with self._autocommit.begin() as conn:
+            return await _before_commit(work(SqlUnitOfWork(conn)))
+
+    async def _retrying(self, once: Callable[[], Awaitable[T]]) -> T:
         for attempt in (1, 2):
             try:
-                return await self._once(work)
+                return await once()
             except _LostBeforeCommit as lost:
                 if attempt == 2:
                     raise lost.error from None
@@ -127,17 +156,6 @@ class SqlDatabase:
                     raise
                 log.info("transaction.retry", reason=str(exc.orig)[:200])
         raise AssertionError("unreachable")
-
-    async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        """Run `work`, which only reads, in one transaction. On SQLite it does not queue
-        behind the writer: in WAL mode a reader sees the last commit and never waits for a
-        write in progress, and a restock firing 100,000 subscriptions holds the writer for
-        seconds. Its connections refuse writes (`query_only`), so a `work` that writes fails
-        instead of slipping past the queue. On PostgreSQL it is `run`."""
-        if self._readers is None:
-            return await self.run(work)
-        async with self._readers.begin() as conn:
-            return await work(SqlUnitOfWork(conn))
 
     async def _once(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         handed: list[Claimed] = []
