@@ -78,6 +78,19 @@ _ITEMS_BY_ID_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND
                    "AND id = ANY($3::text::bigint[])")
 _ITEMS_BY_ID_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
                        "AND mode = ?2 AND id IN (SELECT value FROM json_each(?3))")
+# One item by SKU: GET /v1/items/{sku} and the seeds' item reads. Through the driver, not
+# SQLAlchemy's statement building and execution: 0.1 ms of `serve`'s CPU per read
+# (docs/performance.md, twenty-second session).
+_ITEM_BY_SKU_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
+                   "AND sku_code = $3")
+_ITEM_BY_SKU_SQLITE = _ITEM_BY_SKU_PG.replace("$", "?")
+_SCOPE_CODES_PG = ("SELECT 'L', id, code FROM locations WHERE id = ANY($1::text::bigint[]) "
+                   "UNION ALL "
+                   "SELECT 'M', id, code FROM markets WHERE id = ANY($2::text::bigint[])")
+_SCOPE_CODES_SQLITE = ("SELECT 'L', id, code FROM locations "
+                       "WHERE id IN (SELECT value FROM json_each(?1)) "
+                       "UNION ALL SELECT 'M', id, code FROM markets "
+                       "WHERE id IN (SELECT value FROM json_each(?2))")
 _LOCATIONS_BY_CODE_PG = _few_many(
     "SELECT l.id, l.code, l.name, l.created_at, l.updated_at FROM locations AS l{join} "
     "WHERE l.account_id = $1 AND l.mode = $2 AND {where}", "l.code", "$3")
@@ -202,11 +215,9 @@ class SqlCatalog:
         return _item(res.one()._mapping)
 
     async def get_item(self, tenant: Tenant, sku_code: str) -> Item | None:
-        res = await self.conn.execute(
-            sa.select(items).where(_scoped(items, tenant), items.c.sku_code == sku_code)
-        )
-        row = res.first()
-        return _item(row._mapping) if row else None
+        rows = await fetch_rows(self.conn, _ITEM_BY_SKU_PG, _ITEM_BY_SKU_SQLITE,
+                                [tenant.account_id, tenant.mode.value, sku_code])
+        return _stored_item(rows[0]) if rows else None
 
     async def item_refs_by_sku(self, tenant: Tenant, sku_codes: Iterable[str], *,
                                lock: bool = False) -> dict[str, ItemRef]:
@@ -399,19 +410,13 @@ class SqlCatalog:
 
     async def scope_codes(self, location_ids: Iterable[int],
                           market_ids: Iterable[int]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        loc_ids, mkt_ids = list(location_ids), list(market_ids)
-        if loc_ids:
-            res = await self.conn.execute(
-                sa.select(locations.c.id, locations.c.code).where(locations.c.id.in_(loc_ids))
-            )
-            out.update({f"L:{i}": c for i, c in res})
-        if mkt_ids:
-            res = await self.conn.execute(
-                sa.select(markets.c.id, markets.c.code).where(markets.c.id.in_(mkt_ids))
-            )
-            out.update({f"M:{i}": c for i, c in res})
-        return out
+        """Codes by scope key ("L:<id>", "M:<id>"), in one statement through the driver."""
+        loc_ids, mkt_ids = sorted(location_ids), sorted(market_ids)
+        if not loc_ids and not mkt_ids:
+            return {}
+        rows = await fetch_rows(self.conn, _SCOPE_CODES_PG, _SCOPE_CODES_SQLITE,
+                                [loc_ids, mkt_ids])
+        return {f"{kind}:{ref}": code for kind, ref, code in rows}
 
     async def lock_items(self, item_ids: Sequence[int]) -> None:
         """Serialise writers per item on PostgreSQL (SQLite has one writer already), taking
