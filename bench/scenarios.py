@@ -7,7 +7,7 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,8 +21,10 @@ from bench.env import Env, Proc, postgres_cpu_seconds
 from bench.floor import postgres_floor, sqlite_floor
 from bench.instructions import instructions
 from bench.peer_scenario import peer
+from bench.reads import reads
 from bench.report import Row, Table
 from bench.routing import routing
+from bench.turns import Route, closed_loop, counts, in_turns
 from bench.txn import txn
 
 UNIT = 1_000_000  # micro-units per unit of quantity
@@ -31,38 +33,6 @@ UNIT = 1_000_000  # micro-units per unit of quantity
 def load_note() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average at start: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
-
-
-async def closed_loop(work: Callable[[int], Awaitable[None]], concurrency: int,
-                      seconds: float, warmup: float) -> tuple[float, int, int]:
-    """`concurrency` tasks calling `work(i)` back to back. Returns (ops/s, ops, errors)
-    over `seconds`, after `warmup` seconds that are not counted."""
-    counter = itertools.count()
-    done = 0
-    errors = 0
-    counting = False
-    stop = False
-
-    async def one() -> None:
-        nonlocal done, errors
-        while not stop:
-            try:
-                await work(next(counter))
-                if counting:
-                    done += 1
-            except Exception:
-                errors += 1
-
-    tasks = [asyncio.create_task(one()) for _ in range(concurrency)]
-    await asyncio.sleep(warmup)
-    counting = True
-    t0 = time.perf_counter()
-    await asyncio.sleep(seconds)
-    counting = False
-    elapsed = time.perf_counter() - t0
-    stop = True
-    await asyncio.gather(*tasks)
-    return done / elapsed, done, errors
 
 
 def _count(sku: str, loc: str, qty: int | str) -> dict[str, Any]:
@@ -89,30 +59,8 @@ def _memory_rows(t: Table, env: Env) -> None:
 
 # --- 1. ingest ---------------------------------------------------------------------------------
 
-@dataclass
-class _Turns:
-    """One route's turns in `ingest`, summed: requests and errors counted, seconds measured,
-    and over whole turns (warm-up included) wall seconds and the CPU seconds of serve, this
-    process and PostgreSQL."""
-
-    requests: int = 0
-    errors: int = 0
-    measured: float = 0.0
-    wall: float = 0.0
-    serve_cpu: float = 0.0
-    harness_cpu: float = 0.0
-    postgres_cpu: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.measured
-
-
 def ingest(db: str, quick: bool) -> Table:
-    """The three routes measured in turns of a few seconds each (ABC CBA ...), not one after
-    the other: the machine's speed moved within the minute, and with 20 s per route in a
-    row the ratio of the same code read 0.28-0.63 (docs/performance.md, sixteenth
-    session). Each turn starts with a short warm-up that is not counted."""
+    """The three routes measured in alternating turns (bench/turns.py says why)."""
     rounds, turn, warmup, conc = (2, 2.5, 0.5, 32) if quick else (8, 2.5, 0.5, 32)
     t = Table(f"ingest ({db}{', quick' if quick else ''})")
     t.notes.append(load_note())
@@ -139,61 +87,26 @@ def ingest(db: str, quick: bool) -> Table:
                 serve = env.serve
                 assert serve is not None
                 pg = db == "postgres"
-                routes: dict[str, Callable[[int], Awaitable[None]]] = {
-                    "bare": bare, "one read": read, "changes": change}
-                turns = {name: _Turns() for name in routes}
-                for r in range(rounds):
-                    for name in (list(routes) if r % 2 == 0 else list(routes)[::-1]):
-                        s0, h0, w0 = serve.cpu(), time.process_time(), time.monotonic()
-                        p0 = postgres_cpu_seconds() if pg else 0.0
-                        rate, done, errors = await closed_loop(routes[name], conc, turn, warmup)
-                        s1, h1, w1 = serve.cpu(), time.process_time(), time.monotonic()
-                        p1 = postgres_cpu_seconds() if pg else 0.0
-                        a = turns[name]
-                        a.requests += done
-                        a.errors += errors
-                        a.measured += done / rate if rate else turn
-                        a.wall += w1 - w0
-                        a.serve_cpu += s1 - s0
-                        a.harness_cpu += h1 - h0
-                        a.postgres_cpu += p1 - p0
-
-                def cpu(name: str) -> str:
-                    # CPU over whole turns, per request (rate x wall time as the count) and as
-                    # a share of one core: tells a CPU-bound route from one that waits (a
-                    # commit's fsync, a queue behind another transaction). On PostgreSQL its
-                    # server processes' CPU too: the three share 2 cores.
-                    a = turns[name]
-                    n = max(1.0, a.rate * a.wall)
-                    return (f"{name}: serve {1e6 * a.serve_cpu / n:.0f} us/request "
-                            f"({100 * a.serve_cpu / a.wall:.0f}% of a core), harness "
-                            f"{1e6 * a.harness_cpu / n:.0f} us/request"
-                            + (f", PostgreSQL {1e6 * a.postgres_cpu / n:.0f} us/request"
-                               if pg else ""))
-
-                failed = {name: a.errors for name, a in turns.items() if a.errors}
-                if failed:  # a rate of failures would say nothing about the routes
-                    raise RuntimeError(f"requests failed in ingest: {failed}")
+                routes: dict[str, Route] = {"bare": bare, "one read": read, "changes": change}
+                turns = await in_turns(routes, serve, pg, rounds, turn, warmup, conc)
                 base = turns["bare"].rate
                 t.add(Row("updates/s, POST /v1/inventory/changes, 1 change per request",
                           turns["changes"].rate, "req/s", base, "bare GET /v1/whoami, same key",
                           bar="ratio >= 0.5"), lo=0.5, on_ratio=True)
                 t.add(Row("(for scale) GET /v1/locations/{code}: one indexed read",
                           turns["one read"].rate, "req/s", base, "bare GET /v1/whoami, same key"))
-                counts = ", ".join(f"{name} {a.requests} ({a.errors} errors)"
-                                   for name, a in turns.items())
                 t.notes.append(f"{conc} concurrent keep-alive connections (bench/load.py's lean "
                                f"client in this process, on uvloop); the routes in turns of "
                                f"{turn:g} s measured after {warmup:g} s of warm-up, {rounds} "
                                f"turns each, in the order "
                                f"bare, read, changes, then back ({rounds * turn:g} s measured per "
-                               f"route); requests: {counts}")
+                               f"route); requests: {counts(turns)}")
                 t.notes.append("each change is a count on one of 100 items x 4 locations "
                                "(rotating), which also writes an inventory.count.updated event; "
                                "no webhook endpoint is registered. /v1/whoami is answered from "
                                "the (cached) key alone: the framework, server and auth cost")
                 t.notes.append("CPU (diagnostic, rate x whole turns as the request count): "
-                               + "; ".join(cpu(name) for name in routes))
+                               + "; ".join(a.cpu(name, pg) for name, a in turns.items()))
 
         uvloop.run(go())
         _memory_rows(t, env)
@@ -616,5 +529,5 @@ def memory(db: str, quick: bool) -> Table:
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
-    "instructions": instructions,
+    "instructions": instructions, "reads": reads,
 }

@@ -1,0 +1,72 @@
+"""`reads`: what a GET costs beside the bare route (not a bar of issue 5; outside `all`).
+
+Merchants' storefronts and back offices read far more than they write. `ingest` prints one
+read for scale; this measures the point reads a storefront or an integration makes, in
+alternating turns with the bare route (`bench.turns`): a location, an item, an item's
+inventory (four statements) and a subscription. The twenty-second session made the item,
+inventory and subscription reads 1.6-2.4x faster (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import uvloop
+
+from bench.env import Env
+from bench.report import Row, Table
+from bench.turns import Route, counts, in_turns
+
+
+def reads(db: str, quick: bool) -> Table:
+    rounds, turn, warmup, conc = (2, 1.5, 0.5, 32) if quick else (4, 2.5, 0.5, 32)
+    t = Table(f"reads ({db}{', quick' if quick else ''})")
+    with Env(db) as env:
+        env.start_serve()
+
+        async def go() -> None:
+            async with env.session(limit=conc) as s:
+                skus, locs = await env.catalog(s, 100, 4)
+                for sku in skus[:10]:
+                    await env.call(s, "POST", "/v1/inventory/changes", {"changes": [
+                        {"type": "count", "sku_code": sku, "location": loc, "quantity": "5"}
+                        for loc in locs]})
+                sub = await env.call(s, "POST", "/v1/subscriptions", {
+                    "sku_code": skus[0], "location": locs[1], "threshold": "9",
+                    "customer": {"email": "reader@example.com"}})
+            async with env.lean_client(conc) as c:
+                whoami = c.get_request("/v1/whoami")
+                paths = {
+                    "one location": [f"/v1/locations/{code}" for code in locs],
+                    "one item": [f"/v1/items/{sku}" for sku in skus],
+                    "an item's inventory": [f"/v1/inventory/{sku}" for sku in skus[:10]],
+                    "one subscription": [f"/v1/subscriptions/{sub['id']}"],
+                }
+
+                def route(requests: list[bytes]) -> Route:
+                    async def get(i: int) -> None:
+                        await c.ok(requests[i % len(requests)])
+                    return get
+
+                async def bare(i: int) -> None:
+                    await c.ok(whoami)
+
+                routes: dict[str, Route] = {"bare": bare, **{
+                    name: route([c.get_request(p) for p in ps]) for name, ps in paths.items()}}
+                serve = env.serve
+                assert serve is not None
+                pg = db == "postgres"
+                turns = await in_turns(routes, serve, pg, rounds, turn, warmup, conc)
+                base = turns["bare"].rate
+                for name, ps in paths.items():
+                    t.add(Row(f"GET {ps[0].rsplit('/', 1)[0]}/...: {name}", turns[name].rate,
+                              "req/s", base, "bare GET /v1/whoami, same key"))
+                t.notes.append(f"{conc} keep-alive connections (bench/load.py); turns of "
+                               f"{turn:g} s after {warmup:g} s of warm-up, {rounds} per route, "
+                               f"alternating; requests: {counts(turns)}")
+                t.notes.append("100 items x 4 locations, counts on 10 items at every location, "
+                               "one subscription scoped to a location (its read joins the item "
+                               "and the location's code)")
+                t.notes.append("CPU (diagnostic): "
+                               + "; ".join(a.cpu(name, pg) for name, a in turns.items()))
+
+        uvloop.run(go())
+    return t
