@@ -101,14 +101,15 @@ class LeanClient:
                 + b"Content-Type: application/json\r\nContent-Length: "
                 + str(len(data)).encode() + b"\r\n\r\n" + data)
 
-    async def ok(self, request: bytes) -> bytes:
-        """Send `request` and return the body of its 200 answer; anything else raises."""
+    async def ok(self, request: bytes, expect: int = 200) -> bytes:
+        """Send `request` and return the body of its answer with status `expect`; anything
+        else raises."""
         conn = self._free.pop() if self._free else await self._connect()  # one was lost
         try:
             status, body = await conn.send(request)
         finally:
             if conn.transport is not None:
                 self._free.append(conn)
-        if status != 200:
+        if status != expect:
             raise RuntimeError(f"{request.split(b' ', 2)[:2]!r} -> {status}: {body[:300]!r}")
         return body

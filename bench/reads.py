@@ -1,13 +1,17 @@
-"""`reads`: what a GET costs beside the bare route (not a bar of issue 5; outside `all`).
+"""`reads`: what a point read, and a storefront's "notify me", cost beside the bare route
+(not a bar of issue 5; outside `all`).
 
-Merchants' storefronts and back offices read far more than they write. `ingest` prints one
-read for scale; this measures the point reads a storefront or an integration makes, in
-alternating turns with the bare route (`bench.turns`): a location, an item, an item's
-inventory (four statements) and a subscription. The twenty-second session made the item,
-inventory and subscription reads 1.6-2.4x faster (docs/performance.md).
+`ingest` prints one read for scale; this measures, in alternating turns with the bare route
+(`bench.turns`), the point reads an integration makes (a location, an item, an item's
+inventory in four statements, a subscription) and the write a storefront makes most, a new
+subscription (its own transaction and commit, two events). The twenty-second session made
+the item, inventory and subscription reads 1.6-2.5x faster and the new subscription
+1.2-1.8x (docs/performance.md).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import uvloop
 
@@ -49,8 +53,16 @@ def reads(db: str, quick: bool) -> Table:
                 async def bare(i: int) -> None:
                     await c.ok(whoami)
 
+                emails = itertools.count()  # unique across turns: each a new subscription
+
+                async def subscribe(i: int) -> None:
+                    await c.ok(c.post_request("/v1/subscriptions", {
+                        "sku_code": skus[i % 100],
+                        "customer": {"email": f"shopper{next(emails)}@example.com"}}), 201)
+
                 routes: dict[str, Route] = {"bare": bare, **{
-                    name: route([c.get_request(p) for p in ps]) for name, ps in paths.items()}}
+                    name: route([c.get_request(p) for p in ps]) for name, ps in paths.items()},
+                    "a new subscription": subscribe}
                 serve = env.serve
                 assert serve is not None
                 pg = db == "postgres"
@@ -59,6 +71,9 @@ def reads(db: str, quick: bool) -> Table:
                 for name, ps in paths.items():
                     t.add(Row(f"GET {ps[0].rsplit('/', 1)[0]}/...: {name}", turns[name].rate,
                               "req/s", base, "bare GET /v1/whoami, same key"))
+                t.add(Row("POST /v1/subscriptions: a new subscription (customer email)",
+                          turns["a new subscription"].rate, "req/s", base,
+                          "bare GET /v1/whoami, same key"))
                 t.notes.append(f"{conc} keep-alive connections (bench/load.py); turns of "
                                f"{turn:g} s after {warmup:g} s of warm-up, {rounds} per route, "
                                f"alternating; requests: {counts(turns)}")

@@ -85,10 +85,11 @@ async def test_catalog_reads_match_the_sqlalchemy_reads(db_url: str) -> None:
 
 
 async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url: str) -> None:
-    """GET /v1/items/{sku}, /v1/inventory/{sku} and /v1/subscriptions/{id} read through the
-    driver since the twenty-second session (SQLAlchemy's execution cost ~0.2 ms of CPU per
-    statement). Each must read exactly what the SQLAlchemy statement it replaced reads,
-    which is kept here as the reference: scopes of all three kinds, JSON, times, None."""
+    """GET /v1/items/{sku}, /v1/inventory/{sku} and /v1/subscriptions/{id} read, and a new
+    subscription is written, through the driver since the twenty-second session
+    (SQLAlchemy's execution cost ~0.2 ms of CPU per statement). Each must read exactly what
+    the SQLAlchemy statement it replaced reads, which is kept here as the reference: scopes
+    of all three kinds, JSON, times, None."""
     from stockbell.domain.subscription import Customer
     from stockbell.service import subscriptions as subs_service
     from stockbell.store.repos.catalog import _item
@@ -147,6 +148,12 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
                 assert await uow.subscriptions.get(tenant, sub.id) == _sub(ref_sub._mapping)
             got = [await uow.subscriptions.get(tenant, sub.id) for sub in made]
             assert [g.scope_code for g in got if g] == [None, "L2", "EU"]
+            # written through the driver too (SqlSubscriptions.add): JSON stored as JSON
+            assert got[0] is not None
+            assert (got[0].metadata, got[0].customer.attributes) == (
+                {"n": 1.5, "z": "Zoë"}, {"vip": True})
+            assert got[0].expires_at == made[0].expires_at
+            assert got[0].pk == made[0].pk
             assert await uow.subscriptions.get(tenant, "bis_nope") is None
             other = Tenant(tenant.account_id, Mode.LIVE)
             assert await uow.subscriptions.get(other, made[0].id) is None
