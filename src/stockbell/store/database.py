@@ -132,8 +132,8 @@ class SqlDatabase:
         PostgreSQL: without BEGIN and COMMIT (autocommit). At READ COMMITTED, the default,
         each statement takes its own snapshot whether or not a transaction surrounds it, so
         the transaction bought nothing but two round trips: one indexed read cost `serve`
-        676 us of CPU and PostgreSQL 191 us with them, 489 and 71 us without
-        (docs/performance.md, twenty-second session). Retried as `run` is."""
+        500 us of CPU and PostgreSQL 111 us with them, 430 and 66 us without (`bench reads`,
+        docs/performance.md, twenty-second session). Retried as `run` is."""
         if self._readers is None:
             return await self._retrying(lambda: self._autocommitted(work))
         async with self._readers.begin() as conn:

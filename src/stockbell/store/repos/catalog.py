@@ -79,7 +79,7 @@ _ITEMS_BY_ID_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND
 _ITEMS_BY_ID_SQLITE = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = ?1 "
                        "AND mode = ?2 AND id IN (SELECT value FROM json_each(?3))")
 # One item by SKU: GET /v1/items/{sku} and the seeds' item reads. Through the driver, not
-# SQLAlchemy's statement building and execution: 0.1 ms of `serve`'s CPU per read
+# SQLAlchemy's statement building and execution: ~0.3 ms of `serve`'s CPU per read
 # (docs/performance.md, twenty-second session).
 _ITEM_BY_SKU_PG = (f"SELECT {_ITEM_COLUMNS} FROM items WHERE account_id = $1 AND mode = $2 "
                    "AND sku_code = $3")
