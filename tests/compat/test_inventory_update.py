@@ -254,3 +254,8 @@ def test_restock_fires_subscriptions_and_events_flow(srv: Server, shop: Tenant) 
     assert sorted(s["status"] for s in subs) == ["notified", "notified"]
     counts = shop.get("/v1/events", params={"type": "inventory.count.updated"}).json()["data"]
     assert len(counts) == len(steps)
+
+
+def test_a_body_over_the_limit_is_the_documents_error_form(shop: Tenant) -> None:
+    """Refused before any route runs (api/limits.py), still as {"error": ...}."""
+    assert "exceeds" in error(shop.post(PATH, json={**BY_UPC, "pad": "x" * (1024 * 1024)}), 413)

@@ -362,3 +362,24 @@ def test_auth_malformed_json_and_unknown_route(srv: Server, shop: Tenant) -> Non
     err = errors(publishable.post(BATCH, json={"idempotency_key": "p", "changes": [physical()]}),
                  403)
     assert (err["category"], err["code"]) == ("AUTHENTICATION_ERROR", "FORBIDDEN")
+
+
+def test_a_body_over_the_limit_and_a_nul_in_the_url_are_square_errors(shop: Tenant) -> None:
+    """These are refused before any route runs (api/limits.py); they used to come back as
+    the native API's problem details, which no Square client parses. Found by the OpenAPI
+    fuzzing: its Square schema declares 413 as Square errors."""
+    big = {"idempotency_key": "big", "changes": [physical()], "pad": "x" * (1024 * 1024)}
+    err = errors(shop.post(BATCH, json=big), 413)
+    assert (err["category"], err["code"]) == ("INVALID_REQUEST_ERROR", "REQUEST_ENTITY_TOO_LARGE")
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: the streamed size is what counts
+        yield b'{"idempotency_key": "big2", "pad": "'
+        for _ in range(17):
+            yield b"z" * 65536
+        yield b'"}'
+
+    r = shop.post(BATCH, content=streamed(), headers={"Content-Type": "application/json"})
+    assert errors(r, 413)["code"] == "REQUEST_ENTITY_TOO_LARGE"
+    err = errors(shop.get("/v2/inventory/XYZ%00"), 400)
+    assert err["category"] == "INVALID_REQUEST_ERROR"
+    assert shop.get("/v1/inventory/XYZ456").json()["locations"] == []  # nothing applied

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stockbell.api.problems import MEDIA_TYPE, TYPE_BASE
+from stockbell.api.problems import ErrorInfo, render
 
 
-async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = json.dumps({"type": TYPE_BASE + title.lower().replace(" ", "_"), "title": title,
-                       "status": status, "detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", MEDIA_TYPE.encode()),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, info: ErrorInfo) -> None:
+    """Answer before any route runs, in the format of the surface the path belongs to: a
+    Square client gets Square's `errors`, a Commerce Layer client JSON:API's, and so on."""
+    await render(Request(scope), info)(scope, receive, send)
 
 
 class RequestLimits:
@@ -27,13 +24,18 @@ class RequestLimits:
         self.app = app
         self.max_body = max_body
 
+    def _too_large(self) -> ErrorInfo:
+        return ErrorInfo(413, "Payload too large", f"the body exceeds {self.max_body} bytes",
+                         "payload_too_large")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         raw = scope.get("raw_path") or scope["path"].encode()
         if "\x00" in unquote(raw.decode("latin-1")) or b"%00" in scope.get("query_string", b""):
-            await _send_problem(send, 400, "Bad request", "the URL contains a NUL byte")
+            await _refuse(scope, receive, send, ErrorInfo(
+                400, "Bad request", "the URL contains a NUL byte", "bad_request"))
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -42,8 +44,7 @@ class RequestLimits:
                 except ValueError:
                     declared = -1
                 if declared > self.max_body:
-                    await _send_problem(send, 413, "Payload too large",
-                                        f"the body exceeds {self.max_body} bytes")
+                    await _refuse(scope, receive, send, self._too_large())
                     return
         chunks: list[bytes] = []
         size = 0
@@ -55,8 +56,7 @@ class RequestLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _send_problem(send, 413, "Payload too large",
-                                    f"the body exceeds {self.max_body} bytes")
+                await _refuse(scope, receive, send, self._too_large())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

@@ -61,7 +61,9 @@ def register_surface(prefix: str, renderer: SurfaceRenderer) -> None:
     _SURFACES.sort(key=lambda p: -len(p[0]))
 
 
-def _render(request: Request, info: ErrorInfo) -> Response:
+def render(request: Request, info: ErrorInfo) -> Response:
+    """`info` in the format of the surface the request's path belongs to (problem details
+    for the native API)."""
     path = request.url.path
     for prefix, renderer in _SURFACES:
         if path.startswith(prefix):
@@ -80,7 +82,7 @@ async def _on_domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StockbellError)
     field = "/" + exc.field.replace(".", "/") if exc.field else None
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _render(request, ErrorInfo(exc.status, exc.title, exc.detail, exc.code, field,
+    return render(request, ErrorInfo(exc.status, exc.title, exc.detail, exc.code, field,
                                       headers))
 
 
@@ -88,11 +90,11 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errs = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errs):
-        return _render(request, ErrorInfo(400, "Malformed JSON",
+        return render(request, ErrorInfo(400, "Malformed JSON",
                                           "the request body is not valid JSON",
                                           "malformed_json"))
     if not errs:
-        return _render(request, ErrorInfo(422, "Invalid input", "invalid request",
+        return render(request, ErrorInfo(422, "Invalid input", "invalid request",
                                           "validation_error"))
     if len(errs) > 1 and not any(p for p, _ in _SURFACES if request.url.path.startswith(p)):
         errors = [{"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg"))}
@@ -102,7 +104,7 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
                        code="validation_error", instance=request.url.path, errors=errors)
     first_err = errs[0]
     pointer = _pointer(tuple(first_err.get("loc", ())))
-    return _render(request, ErrorInfo(422, "Invalid input",
+    return render(request, ErrorInfo(422, "Invalid input",
                                       f"{pointer}: {first_err.get('msg')}",
                                       "validation_error", pointer))
 
@@ -112,7 +114,7 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
               406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type"}
     title = titles.get(exc.status_code, "Error")
-    return _render(request, ErrorInfo(exc.status_code, title, str(exc.detail),
+    return render(request, ErrorInfo(exc.status_code, title, str(exc.detail),
                                       title.lower().replace(" ", "_"),
                                       headers=getattr(exc, "headers", None)))
 
