@@ -113,6 +113,12 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
                     customer=Customer("a@example.com", None, "Ann", None, {"vip": True}),
                     expires_at=datetime.now(UTC) + timedelta(days=3), **scope))))
 
+        for n in range(2):  # two with one reference (plain subscribe keeps no one-of rule)
+            made.append(await db.run(lambda uow, n=n: subs_service.subscribe(
+                uow, tenant, subs_service.SubscriptionInput(
+                    sku_code="P-1", reference_origin="ti", reference="R-9",
+                    threshold=str(n + 1), market="EU"))))
+
         async def compare(uow: UnitOfWork) -> None:
             conn = uow.conn  # type: ignore[attr-defined]
             for sku in ("P-1", "P-2"):
@@ -147,7 +153,14 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
                 ref_sub = (await conn.execute(_SELECT.where(subs_table.c.id == sub.id))).one()
                 assert await uow.subscriptions.get(tenant, sub.id) == _sub(ref_sub._mapping)
             got = [await uow.subscriptions.get(tenant, sub.id) for sub in made]
-            assert [g.scope_code for g in got if g] == [None, "L2", "EU"]
+            assert [g.scope_code for g in got if g] == [None, "L2", "EU", "EU", "EU"]
+            _, ref_page = await uow.subscriptions.search(tenant, [
+                [("sku_code", "eq", "P-1")], [("reference_origin", "eq", "ti")],
+                [("reference", "eq", "R-9")], [("status", "eq", "active")]], [], 0, 50)
+            by_ref = await uow.subscriptions.active_by_reference(tenant, item.id, "ti", "R-9")
+            assert by_ref == ref_page
+            assert [x.id for x in by_ref] == [made[3].id, made[4].id]
+            assert await uow.subscriptions.active_by_reference(tenant, item.id, "ti", "R") == []
             # written through the driver too (SqlSubscriptions.add): JSON stored as JSON
             assert got[0] is not None
             assert (got[0].metadata, got[0].customer.attributes) == (

@@ -117,14 +117,11 @@ async def subscribe(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput) -> 
     return sub
 
 
-async def find_waiting(uow: UnitOfWork, tenant: Tenant, sku_code: str, origin: str,
+async def find_waiting(uow: UnitOfWork, tenant: Tenant, item_id: int, origin: str,
                        reference: str) -> Subscription | None:
     """The active, unexpired subscription of (item, reference_origin, reference), if any."""
     now = utcnow()
-    _, rows = await uow.subscriptions.search(tenant, [
-        [("sku_code", "eq", sku_code)], [("reference_origin", "eq", origin)],
-        [("reference", "eq", reference)], [("status", "eq", Status.ACTIVE.value)],
-    ], [], 0, 50)
+    rows = await uow.subscriptions.active_by_reference(tenant, item_id, origin, reference)
     return next((sub for sub in rows if not rules.is_expired(sub, now)), None)
 
 
@@ -141,8 +138,7 @@ async def subscribe_once(uow: UnitOfWork, tenant: Tenant, inp: SubscriptionInput
         raise InvalidInput(f"unknown item {inp.sku_code!r}", field="sku_code")
     # Serialises concurrent requests for the item, so two cannot both create one.
     await uow.catalog.lock_items([item.id])
-    waiting = await find_waiting(uow, tenant, item.sku_code, inp.reference_origin,
-                                 inp.reference)
+    waiting = await find_waiting(uow, tenant, item.id, inp.reference_origin, inp.reference)
     if waiting is None:
         return await subscribe(uow, tenant, inp), True
     if not refresh:

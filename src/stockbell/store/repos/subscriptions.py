@@ -54,17 +54,32 @@ _ADD_PG = (f"INSERT INTO subscriptions ({', '.join(_ADD_COLUMNS)}) VALUES "
 _ADD_SQLITE = _ADD_PG.replace("$", "?")
 
 
-# One subscription by id, as `_SELECT` reads it, through the driver: SQLAlchemy's execution
-# cost ~0.2 ms of `serve`'s CPU per statement (docs/performance.md, twenty-second session).
-_GET = (f"SELECT {', '.join('s.' + c for c in _ROW)}, i.sku_code, "
-        "CASE WHEN s.scope_key LIKE 'L:%' THEN (SELECT code FROM locations "
-        "WHERE id = {ref}) WHEN s.scope_key LIKE 'M:%' THEN (SELECT code FROM markets "
-        "WHERE id = {ref}) END "
-        "FROM subscriptions AS s JOIN items AS i ON i.id = s.item_id "
-        "WHERE s.id = {p1} AND s.account_id = {p2} AND s.mode = {p3}")
-_GET_PG = _GET.format(ref="CAST(substr(s.scope_key, 3) AS bigint)", p1="$1", p2="$2", p3="$3")
-_GET_SQLITE = _GET.format(ref="CAST(substr(s.scope_key, 3) AS INTEGER)", p1="?1", p2="?2",
-                          p3="?3")
+# Subscriptions as `_SELECT` reads them, through the driver: SQLAlchemy's execution cost
+# ~0.3 ms of `serve`'s CPU per statement (docs/performance.md, twenty-second session).
+_FULL = (f"SELECT {', '.join('s.' + c for c in _ROW)}, i.sku_code, "
+         "CASE WHEN s.scope_key LIKE 'L:%' THEN (SELECT code FROM locations "
+         "WHERE id = {ref}) WHEN s.scope_key LIKE 'M:%' THEN (SELECT code FROM markets "
+         "WHERE id = {ref}) END "
+         "FROM subscriptions AS s JOIN items AS i ON i.id = s.item_id "
+         "WHERE s.account_id = {p1} AND s.mode = {p2} AND ")
+_GET = _FULL + "s.id = {p3}"
+# At most 50, as the search this replaced read (its callers want the first unexpired one).
+_BY_REFERENCE = (_FULL + f"s.item_id = {{p3}} AND s.reference_origin = {{p4}} "
+                 f"AND s.reference = {{p5}} AND s.{ACTIVE} ORDER BY s.pk LIMIT 50")
+_PG_ARGS = {"ref": "CAST(substr(s.scope_key, 3) AS bigint)",
+            **{f"p{n}": f"${n}" for n in range(1, 6)}}
+_SQLITE_ARGS = {"ref": "CAST(substr(s.scope_key, 3) AS INTEGER)",
+                **{f"p{n}": f"?{n}" for n in range(1, 6)}}
+_GET_PG, _GET_SQLITE = _GET.format(**_PG_ARGS), _GET.format(**_SQLITE_ARGS)
+_BY_REFERENCE_PG = _BY_REFERENCE.format(**_PG_ARGS)
+_BY_REFERENCE_SQLITE = _BY_REFERENCE.format(**_SQLITE_ARGS)
+
+
+def _full(row: Sequence[Any]) -> Subscription:
+    """A subscription from a row of `_FULL`: `_ROW`'s columns, the SKU and the scope's code."""
+    sub = _from_driver_row(row[:len(_ROW)])
+    sub.sku_code, sub.scope_code = row[-2], row[-1]
+    return sub
 
 
 _SEARCH_FIELDS: dict[str, sa.ColumnElement[Any]] = {
@@ -200,12 +215,17 @@ class SqlSubscriptions:
 
     async def get(self, tenant: Tenant, sub_id: str) -> Subscription | None:
         rows = await fetch_rows(self.conn, _GET_PG, _GET_SQLITE,
-                                [sub_id, tenant.account_id, tenant.mode.value])
-        if not rows:
-            return None
-        sub = _from_driver_row(rows[0][:len(_ROW)])
-        sub.sku_code, sub.scope_code = rows[0][-2], rows[0][-1]
-        return sub
+                                [tenant.account_id, tenant.mode.value, sub_id])
+        return _full(rows[0]) if rows else None
+
+    async def active_by_reference(self, tenant: Tenant, item_id: int, origin: str,
+                                  reference: str) -> list[Subscription]:
+        """The item's active subscriptions with this (reference_origin, reference), oldest
+        first: what TI and Sequenzy keep one of (`service.subscriptions.subscribe_once`)."""
+        rows = await fetch_rows(self.conn, _BY_REFERENCE_PG, _BY_REFERENCE_SQLITE,
+                                [tenant.account_id, tenant.mode.value, item_id, origin,
+                                 reference])
+        return [_full(r) for r in rows]
 
     async def page(self, tenant: Tenant, filters: dict[str, Any],
                    page: PageRequest) -> list[tuple[int, Subscription]]:
