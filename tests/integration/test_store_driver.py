@@ -119,6 +119,12 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
                     sku_code="P-1", reference_origin="ti", reference="R-9",
                     threshold=str(n + 1), market="EU"))))
 
+        # a change written through the driver too (SqlSubscriptions.update)
+        await db.run(lambda uow: subs_service.update(uow, tenant, made[1].id,
+                                                     subs_service.SubscriptionPatch(
+                                                         metadata={"k": [1, None, "ü"]},
+                                                         threshold="12")))
+
         async def compare(uow: UnitOfWork) -> None:
             conn = uow.conn  # type: ignore[attr-defined]
             for sku in ("P-1", "P-2"):
@@ -166,6 +172,10 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
             assert (got[0].metadata, got[0].customer.attributes) == (
                 {"n": 1.5, "z": "Zoë"}, {"vip": True})
             assert got[0].expires_at == made[0].expires_at
+            assert got[1] is not None
+            assert got[1].metadata == {"k": [1, None, "ü"]}
+            assert got[1].threshold == 12_000_000  # micro-units
+            assert got[1].customer.attributes == {"vip": True}  # untouched
             assert got[0].pk == made[0].pk
             assert await uow.subscriptions.get(tenant, "bis_nope") is None
             other = Tenant(tenant.account_id, Mode.LIVE)

@@ -48,12 +48,6 @@ _SELECT = (
 )
 
 
-_ADD_COLUMNS = _ROW[1:]  # all but pk
-_ADD_PG = (f"INSERT INTO subscriptions ({', '.join(_ADD_COLUMNS)}) VALUES "
-           f"({', '.join(f'${n}' for n in range(1, len(_ADD_COLUMNS) + 1))}) RETURNING pk")
-_ADD_SQLITE = _ADD_PG.replace("$", "?")
-
-
 # Subscriptions as `_SELECT` reads them, through the driver: SQLAlchemy's execution cost
 # ~0.3 ms of `serve`'s CPU per statement (docs/performance.md, twenty-second session).
 _FULL = (f"SELECT {', '.join('s.' + c for c in _ROW)}, i.sku_code, "
@@ -160,18 +154,36 @@ def _from_driver_row(row: Sequence[Any]) -> Subscription:
     )
 
 
-def _values(sub: Subscription) -> dict[str, Any]:
+# What a change of a subscription may write, in storage form (`_stored`).
+_MUTABLE = ("threshold", "status", "customer_email", "customer_external_id",
+            "customer_first_name", "customer_last_name", "customer_attributes",
+            "auto_resubscribe", "expires_at", "reference", "reference_origin", "metadata",
+            "notify_count", "notified_at", "updated_at")
+
+
+def _stored(sub: Subscription) -> list[Any]:
+    """`_MUTABLE`'s values of `sub` as the driver writes them: JSON as its text, times as
+    micro-seconds."""
     c = sub.customer
-    return {
-        "threshold": sub.threshold, "status": sub.status.value,
-        "customer_email": c.email, "customer_external_id": c.external_id,
-        "customer_first_name": c.first_name, "customer_last_name": c.last_name,
-        "customer_attributes": c.attributes, "auto_resubscribe": sub.auto_resubscribe,
-        "expires_at": sub.expires_at, "reference": sub.reference,
-        "reference_origin": sub.reference_origin, "metadata": sub.metadata,
-        "notify_count": sub.notify_count, "notified_at": sub.notified_at,
-        "updated_at": sub.updated_at,
-    }
+    return [sub.threshold, sub.status.value, c.email, c.external_id, c.first_name,
+            c.last_name, json_text(c.attributes), sub.auto_resubscribe,
+            to_micros(sub.expires_at), sub.reference, sub.reference_origin,
+            json_text(sub.metadata), sub.notify_count, to_micros(sub.notified_at),
+            to_micros(sub.updated_at)]
+
+
+# A subscription written through the driver (SQLAlchemy's execution of one statement cost
+# `serve` 0.3-0.7 ms: docs/performance.md, twenty-second session).
+_ADD_COLUMNS = ("id", "account_id", "mode", "item_id", "scope_key", "created_at")
+_ADD_PG = (f"INSERT INTO subscriptions ({', '.join(_ADD_COLUMNS + _MUTABLE)}) VALUES "
+           f"({', '.join(f'${n}' for n in range(1, len(_ADD_COLUMNS + _MUTABLE) + 1))}) "
+           "RETURNING pk")
+_ADD_SQLITE = _ADD_PG.replace("$", "?")
+_UPDATE_PG = (f"UPDATE subscriptions SET "
+              f"{', '.join(f'{c} = ${n}' for n, c in enumerate(_MUTABLE, 1))} "
+              f"WHERE pk = ${len(_MUTABLE) + 1}")
+_UPDATE_SQLITE = _UPDATE_PG.replace("$", "?")
+
 
 
 _CANDIDATE_COLUMNS = ("s.pk, s.item_id, s.scope_key, s.threshold, s.expires_at, "
@@ -202,14 +214,9 @@ class SqlSubscriptions:
         execution of it cost `serve` ~0.4 ms of CPU on PostgreSQL and ~0.7 ms on SQLite,
         where it also made three trips to aiosqlite's thread (`bench reads`,
         docs/performance.md, twenty-second session)."""
-        c = sub.customer
         rows = await fetch_rows(self.conn, _ADD_PG, _ADD_SQLITE, [
             sub.id, tenant.account_id, tenant.mode.value, sub.item_id, sub.scope.key,
-            sub.threshold, sub.status.value, c.email, c.external_id, c.first_name,
-            c.last_name, json_text(c.attributes), sub.auto_resubscribe,
-            to_micros(sub.expires_at), sub.reference, sub.reference_origin,
-            json_text(sub.metadata), sub.notify_count, to_micros(sub.notified_at),
-            to_micros(sub.created_at), to_micros(sub.updated_at)])
+            to_micros(sub.created_at), *_stored(sub)])
         sub.pk = int(rows[0][0])
         return sub
 
@@ -258,7 +265,7 @@ class SqlSubscriptions:
         return int(total), [_sub(r._mapping) for r in res]
 
     async def update(self, sub: Subscription) -> None:
-        await self.conn.execute(sa.update(s).where(s.c.pk == sub.pk).values(**_values(sub)))
+        await fetch_rows(self.conn, _UPDATE_PG, _UPDATE_SQLITE, [*_stored(sub), sub.pk])
 
     async def candidates(self, windows: Sequence[Window]) -> list[Candidate]:
         """Active subscriptions whose threshold lies in (low, high] of their (item, scope)'s
