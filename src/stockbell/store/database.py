@@ -106,7 +106,7 @@ class SqlDatabase:
         self._readers: AsyncEngine | None = create_engine(
             url, synchronous=synchronous, read_only=True) if self.sqlite else None
         # PostgreSQL: reads share the pool, their connections lent in autocommit (see `read`).
-        self._autocommit = self.engine if self.sqlite else \
+        self._autocommit: AsyncEngine | None = None if self.sqlite else \
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Set after a commit that queued deliveries: wakes this process's dispatcher at once.
         self.new_deliveries = asyncio.Event()
@@ -134,12 +134,13 @@ class SqlDatabase:
         the transaction bought nothing but two round trips: one indexed read cost `serve`
         500 us of CPU and PostgreSQL 111 us with them, 430 and 66 us without (`bench reads`,
         docs/performance.md, twenty-second session). Retried as `run` is."""
-        if self._readers is None:
-            return await self._retrying(lambda: self._autocommitted(work))
-        async with self._readers.begin() as conn:
-            return await work(SqlUnitOfWork(conn))
+        if self._readers is not None:
+            async with self._readers.begin() as conn:
+                return await work(SqlUnitOfWork(conn))
+        return await self._retrying(lambda: self._autocommitted(work))
 
     async def _autocommitted(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        assert self._autocommit is not None  # PostgreSQL
         async with self._autocommit.begin() as conn:
             return await _before_commit(work(SqlUnitOfWork(conn)))
 

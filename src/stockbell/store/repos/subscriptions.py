@@ -185,7 +185,6 @@ _UPDATE_PG = (f"UPDATE subscriptions SET "
 _UPDATE_SQLITE = _UPDATE_PG.replace("$", "?")
 
 
-
 _CANDIDATE_COLUMNS = ("s.pk, s.item_id, s.scope_key, s.threshold, s.expires_at, "
                       "s.auto_resubscribe, s.notify_count, s.reference_origin")
 _CANDIDATES_PG = (
