@@ -23,6 +23,7 @@ from bench.instructions import instructions
 from bench.peer_scenario import peer
 from bench.reads import reads
 from bench.report import Row, Table
+from bench.retention import retention
 from bench.routing import routing
 from bench.turns import Route, closed_loop, counts, in_turns
 from bench.txn import txn
@@ -529,5 +530,5 @@ def memory(db: str, quick: bool) -> Table:
 SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
-    "instructions": instructions, "reads": reads,
+    "instructions": instructions, "reads": reads, "retention": retention,
 }

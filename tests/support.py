@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -64,6 +66,17 @@ def sqlite_database(directory: str) -> Iterator[str]:
     url = f"sqlite+aiosqlite:///{directory}/stockbell-{uuid.uuid4().hex[:8]}.db"
     upgrade(url)
     yield url
+
+
+@contextmanager
+def own_database(db_url: str) -> Iterator[str]:
+    """A fresh, migrated database of the same backend as `db_url`."""
+    if db_url.startswith("sqlite"):
+        with sqlite_database(os.path.dirname(urlsplit(db_url).path)) as url:
+            yield url
+    else:
+        with postgres_database() as url:
+            yield url
 
 
 def run_db(url: str, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import struct
@@ -22,14 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.support import Server, Tenant, postgres_database, sqlite_database
+from tests.support import Server, Tenant, own_database
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.0/8"
@@ -189,17 +187,6 @@ class Receiver:
 
 
 # --- servers on their own database -----------------------------------------------------------
-
-@contextmanager
-def own_database(db_url: str) -> Iterator[str]:
-    """A fresh, migrated database of the same backend as `db_url`."""
-    if db_url.startswith("sqlite"):
-        with sqlite_database(os.path.dirname(urlsplit(db_url).path)) as url:
-            yield url
-    else:
-        with postgres_database() as url:
-            yield url
-
 
 @contextmanager
 def own_server(db_url: str, **settings: Any) -> Iterator[Server]:

@@ -19,8 +19,8 @@ from stockbell.store.repos.bulk import driver, pg_array
 from stockbell.store.repos.deliveries import _SQLITE_CLAIM
 from stockbell.store.repos.subscriptions import _CANDIDATES_PG, _CANDIDATES_SQLITE
 from stockbell.store.types import json_text
-from tests.integration.test_delivery import own_database
 from tests.integration.test_delivery_queue import run
+from tests.support import own_database
 
 WINDOWS = [(1, "*", 0, 5_000_000), (2, "loc:7", 1, 9)]
 

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
+import asyncpg
+import pytest
+
+from stockbell.delivery import retention
+from stockbell.domain.accounts import Mode
+from stockbell.domain.accounts import Tenant as Scope
+from stockbell.domain.events import INVENTORY_COUNT_UPDATED, Event
+from stockbell.domain.webhooks import DeliveryStatus
+from stockbell.service import accounts as accounts_service
 from stockbell.service.clock import utcnow
-from tests.support import Server, Tenant, run_db
+from stockbell.service.outbox import persist_events
+from stockbell.service.pagination import PageRequest
+from stockbell.service.ports import UnitOfWork
+from stockbell.store.database import SqlDatabase
+from tests.integration.test_delivery_queue import claim, ok, queued, run, url
+from tests.support import Server, Tenant
+
+__all__ = ["url"]  # the fixture: a database of the test's own
 
 
 def test_purge_keeps_events_with_pending_deliveries(server: Server, seeded: Tenant) -> None:
@@ -21,8 +41,7 @@ def test_purge_keeps_events_with_pending_deliveries(server: Server, seeded: Tena
     assert {e["type"] for e in before} >= {"inventory.count.updated", "back_in_stock"}
 
     future = utcnow() + timedelta(hours=1)
-    run_db(server.db_url, lambda uow: uow.deliveries.purge_before(future))
-    run_db(server.db_url, lambda uow: uow.events.purge_before(future))
+    run(server.db_url, lambda db: retention.purge(db, future))
 
     after = seeded.get("/v1/events", params={"limit": 200}).json()["data"]
     # back_in_stock still has a pending delivery (its receiver is unreachable) -> kept;
@@ -31,3 +50,113 @@ def test_purge_keeps_events_with_pending_deliveries(server: Server, seeded: Tena
     assert "back_in_stock" in kept
     assert "inventory.count.updated" not in kept
     assert {e["id"] for e in after} <= {e["id"] for e in before}
+
+
+
+# --- the purge itself, each test on a database of its own --------------------------------------
+
+def _settle(pks: list[int], status: DeliveryStatus) -> Callable[[UnitOfWork], Awaitable[None]]:
+    return lambda uow: uow.deliveries.settle(
+        [(pk, status, 1, None, 200, None, None) for pk in pks], utcnow())
+
+
+async def _event_ids(db: SqlDatabase, tenant: Scope) -> set[str]:
+    rows = await db.read(lambda uow: uow.events.page(tenant, {}, PageRequest(None, 500)))
+    return {e.id for _, e in rows if e.id is not None}
+
+
+async def _count(db: SqlDatabase, table: str) -> int:
+    async def go(uow: UnitOfWork) -> int:
+        return int((await uow.conn.exec_driver_sql(  # type: ignore[attr-defined]
+            f"SELECT count(*) FROM {table}")).scalar_one())
+    return await db.run(go)
+
+
+@asynccontextmanager
+async def _holding(url: str, lock: str, event_id: str | None) -> AsyncIterator[Any]:
+    """Another session's transaction holding a row lock on one event; it commits on exit."""
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SELECT pk FROM events WHERE id = $1 {lock}", event_id)
+            yield conn
+    finally:
+        await conn.close()
+
+
+def test_the_purge_walks_the_log_in_chunks_and_keeps_what_is_owed(url: str) -> None:
+    async def go(db: SqlDatabase) -> None:
+        tenant, _, events = await queued(db, 11)
+        by_event = {c.event.id: c.pk for c in await claim(db, utcnow())}
+        await db.run(lambda uow: uow.deliveries.add_attempts(
+            [(pk, ok()) for pk in by_event.values()]))
+        # of 11 deliveries: 5 succeeded, 3 failed for good, 3 pending (owed)
+        settled = [by_event[e.id] for e in events[:8]]
+        await db.run(_settle(settled[:5], DeliveryStatus.SUCCEEDED))
+        await db.run(_settle(settled[5:], DeliveryStatus.FAILED))
+        # and an account with no endpoint, whose 4 events no delivery ever named
+        quiet_id = await db.run(lambda uow: accounts_service.create_account(uow, "quiet"))
+        quiet = Scope(quiet_id, Mode.TEST)
+        lone = [Event(INVENTORY_COUNT_UPDATED, utcnow(), {"lone": i}) for i in range(4)]
+        await db.run(lambda uow: persist_events(uow, quiet, lone))
+
+        # a cutoff before all of it deletes nothing
+        assert await retention.purge(db, utcnow() - timedelta(days=1), chunk=2) == (0, 0)
+        future = utcnow() + timedelta(hours=1)
+        # chunks of 2: the sweep walks on past the chunks it keeps whole
+        assert await retention.purge(db, future, chunk=2) == (8, 12)
+        assert await _event_ids(db, tenant) == {e.id for e in events[8:]}
+        assert await _event_ids(db, quiet) == set()
+        # the settled deliveries' attempts went with them, the pending ones' stayed
+        assert (await _count(db, "deliveries"), await _count(db, "delivery_attempts")) == (3, 3)
+        assert await retention.purge(db, future, chunk=2) == (0, 0)
+
+    run(url, go)
+
+
+def test_an_event_being_replayed_is_left_for_the_next_purge(url: str) -> None:
+    """With no foreign key from deliveries to events on PostgreSQL (migration 0008), a
+    replay locks the events it queues deliveries for; the purge passes over a locked event
+    instead of deleting it under the replay."""
+    if not url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL (SQLite has one writer at a time)")
+
+    async def go(db: SqlDatabase) -> None:
+        quiet_id = await db.run(lambda uow: accounts_service.create_account(uow, "quiet"))
+        quiet = Scope(quiet_id, Mode.TEST)
+        lone = [Event(INVENTORY_COUNT_UPDATED, utcnow(), {"lone": i}) for i in range(3)]
+        await db.run(lambda uow: persist_events(uow, quiet, lone))
+        future = utcnow() + timedelta(hours=1)
+        # the replay's own statement form: FOR KEY SHARE
+        async with _holding(url, "FOR KEY SHARE", lone[1].id):
+            assert await retention.purge(db, future) == (0, 2)
+            assert await _event_ids(db, quiet) == {lone[1].id}
+        assert await retention.purge(db, future) == (0, 1)
+
+    run(url, go)
+
+
+def test_a_replay_queues_only_events_that_are_still_there(url: str) -> None:
+    """The other order: the purge holds the event when the replay comes; the replay waits
+    for it and then finds the event gone, so it queues nothing that names it."""
+    if not url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL (SQLite has one writer at a time)")
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, endpoint, events = await queued(db, 1)
+        [c] = await claim(db, utcnow())
+        await db.run(_settle([c.pk], DeliveryStatus.SUCCEEDED))
+        future = utcnow() + timedelta(hours=1)
+        assert await db.run(lambda uow: uow.deliveries.purge_before(future, 0, 10)) == (1, c.pk)
+        # the event, no longer owed, is locked by a purge in progress
+        async with _holding(url, "FOR UPDATE", events[0].id) as purging:
+            since = utcnow() - timedelta(hours=1)
+            replay = asyncio.ensure_future(db.run(lambda uow: uow.deliveries.replay(
+                tenant, endpoint, since, utcnow())))
+            await asyncio.sleep(0.3)
+            assert not replay.done()  # waiting for the purge's lock
+            await purging.execute("DELETE FROM events WHERE id = $1", events[0].id)
+        assert await asyncio.wait_for(replay, 10) == 0
+        assert await _count(db, "deliveries") == 0
+
+    run(url, go)

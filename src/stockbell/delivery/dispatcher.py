@@ -30,7 +30,7 @@ from datetime import timedelta
 import structlog
 
 from stockbell.config import Settings
-from stockbell.delivery import metrics
+from stockbell.delivery import metrics, retention
 from stockbell.delivery.formats import render
 from stockbell.delivery.sender import Sender, Timeouts
 from stockbell.delivery.signing import standard_headers
@@ -104,6 +104,7 @@ class Dispatcher:
         self.results: list[AttemptResult] = []
         self.results_ready = asyncio.Event()
         self.lease_seconds = settings.delivery_lease_seconds
+        self.purging: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = None if self.db.sqlite else DeliveryListener(self.db.url,
@@ -127,7 +128,7 @@ class Dispatcher:
                     await self._stats()
                 if now_m - last_purge > PURGE_EVERY:
                     last_purge = now_m
-                    await self._purge()
+                    self._start_purge(stop)
                 free = self.window - self.outstanding
                 # Claim a good batch at once; a smaller one only when a whole poll interval
                 # passed without room for more (say, lanes held by a slow endpoint).
@@ -145,6 +146,13 @@ class Dispatcher:
         finally:
             if self.db.handoff is self:
                 self.db.handoff = None
+            if self.purging is not None:
+                # On stop it ends after its chunk in hand; on a crash it is cut short (the
+                # chunk's transaction rolls back: nothing is half-deleted).
+                if not stop.is_set():
+                    self.purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.purging
             await self._drain()
             # The flusher records what is left and returns; cut it short only if the
             # database does not answer (the leases then run out: at-least-once holds).
@@ -338,16 +346,23 @@ class Dispatcher:
         metrics.QUEUE_DEPTH.set(depth)
         metrics.OLDEST_PENDING.set(oldest or 0.0)
 
-    async def _purge(self) -> None:
+    def _start_purge(self, stop: asyncio.Event) -> None:
+        """Purge in a task of its own: a large purge takes a while, and deliveries keep
+        going meanwhile (only one purge at a time)."""
+        if self.purging is None or self.purging.done():
+            self.purging = asyncio.create_task(self._purge(stop))
+
+    async def _purge(self, stop: asyncio.Event) -> None:
         cutoff = utcnow() - timedelta(days=self.settings.retention_days)
+        started = time.monotonic()
         try:
-            n = await self.db.run(lambda uow: uow.deliveries.purge_before(cutoff))
-            m = await self.db.run(lambda uow: uow.events.purge_before(cutoff))
+            n, m = await retention.purge(self.db, cutoff, stop=stop)
         except Exception:
             log.exception("dispatcher.purge_failed")
             return
         if n or m:
-            log.info("retention.purged", deliveries=n, events=m, before=cutoff.isoformat())
+            log.info("retention.purged", deliveries=n, events=m, before=cutoff.isoformat(),
+                     seconds=round(time.monotonic() - started, 3))
 
 
 async def supervise(db: SqlDatabase, settings: Settings, stop: asyncio.Event) -> None:

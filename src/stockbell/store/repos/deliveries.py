@@ -229,6 +229,10 @@ class SqlDeliveries:
             ev.c.created_at >= since,
             ev.c.type.not_in(NOT_REPLAYED),
         ).order_by(ev.c.pk)
+        if self.conn.dialect.name == "postgresql":
+            # What the foreign key's check did until migration 0008: the purge passes over
+            # an event locked here, so no delivery queued below names a deleted one.
+            stmt = stmt.with_for_update(read=True, key_share=True)
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
         assert endpoint.pk is not None
@@ -375,12 +379,21 @@ class SqlDeliveries:
             oldest = from_micros(int(oldest))
         return int(count), (now - oldest).total_seconds()
 
-    async def purge_before(self, cutoff: datetime) -> int:
-        old = sa.select(d.c.pk).where(
-            d.c.status != DeliveryStatus.PENDING.value, d.c.updated_at < cutoff
-        )
-        await self.conn.execute(sa.delete(da).where(da.c.delivery_pk.in_(old)))
-        res = await self.conn.execute(
-            sa.delete(d).where(d.c.pk.in_(old.scalar_subquery())).returning(d.c.pk)
-        )
-        return len(res.all())
+    async def purge_before(self, cutoff: datetime, after: int,
+                           limit: int) -> tuple[int, int | None]:
+        """Delete the next `limit` settled deliveries (by pk, past `after`) last changed
+        before `cutoff`, with their attempts. Returns how many went and the last pk looked
+        at (None: nothing left). On PostgreSQL they are locked as they are chosen, so a
+        retry that makes one pending again either waits for the purge or is seen by it."""
+        old = (sa.select(d.c.pk)
+               .where(d.c.pk > after, d.c.status != DeliveryStatus.PENDING.value,
+                      d.c.updated_at < cutoff)
+               .order_by(d.c.pk).limit(limit))
+        if self.conn.dialect.name == "postgresql":
+            old = old.with_for_update(skip_locked=True)
+        pks = list((await self.conn.execute(old)).scalars())
+        if not pks:
+            return 0, None
+        await self.conn.execute(sa.delete(da).where(da.c.delivery_pk.in_(pks)))
+        await self.conn.execute(sa.delete(d).where(d.c.pk.in_(pks)))
+        return len(pks), pks[-1]

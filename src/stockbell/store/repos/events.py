@@ -71,13 +71,25 @@ class SqlEvents:
             for r in res
         ]
 
-    async def purge_before(self, cutoff: datetime) -> int:
-        """Delete events older than `cutoff` that no delivery still refers to (run after
-        settled deliveries were purged), so retention never drops an unsent event."""
-        referenced = sa.select(deliveries.c.event_id)
+    async def purge_before(self, cutoff: datetime, after: int,
+                           limit: int) -> tuple[int, int | None]:
+        """Delete, of the next `limit` events created before `cutoff` (by pk, past `after`),
+        those no delivery names any more: retention never drops an event still owed to a
+        receiver. Returns how many went and the last pk looked at (None: nothing left).
+
+        On PostgreSQL the events are locked first (`SKIP LOCKED`: one being replayed is left
+        for the next purge) and the deliveries checked after, by a statement of its own whose
+        snapshot sees a replay that committed meanwhile: with no foreign key to do it
+        (migration 0008), that is what keeps a delivery from naming a deleted event."""
+        old = (sa.select(events.c.pk)
+               .where(events.c.pk > after, events.c.created_at < cutoff)
+               .order_by(events.c.pk).limit(limit))
+        if self.conn.dialect.name == "postgresql":
+            old = old.with_for_update(skip_locked=True)
+        pks = list((await self.conn.execute(old)).scalars())
+        if not pks:
+            return 0, None
+        named = sa.select(deliveries.c.pk).where(deliveries.c.event_id == events.c.id)
         res = await self.conn.execute(
-            sa.delete(events)
-            .where(events.c.created_at < cutoff, events.c.id.not_in(referenced))
-            .returning(events.c.pk)
-        )
-        return len(res.all())
+            sa.delete(events).where(events.c.pk.in_(pks), ~named.exists()).returning(events.c.pk))
+        return len(res.all()), pks[-1]

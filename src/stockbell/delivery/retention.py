@@ -1,0 +1,50 @@
+"""Retention: settled deliveries and the events nobody is owed any more go after a while.
+
+The purge deletes a bounded chunk per transaction. In one transaction a month of a busy
+log would hold SQLite's one write lock (every change and every claim waiting behind it)
+for as long as the delete takes, and on PostgreSQL keep a long transaction's locks and
+snapshot; in chunks the dispatcher's and the API's own transactions run in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from stockbell.service.ports import UnitOfWork
+from stockbell.store.database import SqlDatabase
+
+PURGE_CHUNK = 5_000
+
+# (unit of work, last pk looked at) -> (rows deleted, last pk looked at; None: done)
+Step = Callable[[UnitOfWork, int], Awaitable[tuple[int, int | None]]]
+
+
+def _chunk(step: Step, after: int, uow: UnitOfWork) -> Awaitable[tuple[int, int | None]]:
+    return step(uow, after)
+
+
+async def _sweep(db: SqlDatabase, step: Step, stop: asyncio.Event | None) -> int:
+    total, after = 0, 0
+    while stop is None or not stop.is_set():
+        n, last = await db.run(functools.partial(_chunk, step, after))
+        total += n
+        if last is None:
+            return total
+        after = last
+        await asyncio.sleep(0)
+    return total
+
+
+async def purge(db: SqlDatabase, cutoff: datetime, chunk: int = PURGE_CHUNK,
+                stop: asyncio.Event | None = None) -> tuple[int, int]:
+    """Delete deliveries settled before `cutoff` with their attempts, then the events
+    created before it that no delivery names (so an event still owed is kept). Returns
+    (deliveries, events) deleted. Once `stop` is set it ends after the chunk in hand."""
+    deliveries = await _sweep(db, lambda uow, after: uow.deliveries.purge_before(
+        cutoff, after, chunk), stop)
+    events = await _sweep(db, lambda uow, after: uow.events.purge_before(cutoff, after, chunk),
+                          stop)
+    return deliveries, events
