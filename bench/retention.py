@@ -28,7 +28,7 @@ import asyncpg
 from bench import seed
 from bench.env import PG, Env
 from bench.report import Row, Table
-from stockbell.delivery.retention import purge
+from stockbell.delivery.retention import Purged, purge
 from stockbell.service.clock import utcnow
 from stockbell.store.database import SqlDatabase
 
@@ -95,8 +95,8 @@ def _seed(env: Env, account_id: int, tag: str, n: int) -> None:
     asyncio.run(go())
 
 
-def _purge(env: Env) -> tuple[float, tuple[int, int]]:
-    async def go() -> tuple[float, tuple[int, int]]:
+def _purge(env: Env) -> tuple[float, Purged]:
+    async def go() -> tuple[float, Purged]:
         db = SqlDatabase(env.url, pool_size=1)
         try:
             t0 = time.perf_counter()
@@ -117,11 +117,11 @@ def retention(db: str, quick: bool) -> Table:
         for tag, size in (("a", n // 10), ("b", n)):
             _seed(env, account_id, tag, size)
             env.settle()
-            took, (deliveries, events) = _purge(env)
+            took, done = _purge(env)
             expected = size - size // _PENDING
-            if (deliveries, events) != (expected, expected):
-                raise RuntimeError(f"purge of {size:,}: deleted {deliveries:,} deliveries "
-                                   f"and {events:,} events, expected {expected:,} of each")
+            if (done.deliveries, done.events) != (expected, expected):
+                raise RuntimeError(f"purge of {size:,}: deleted {done.deliveries:,} deliveries "
+                                   f"and {done.events:,} events, expected {expected:,} of each")
             per[size] = took / expected * 1e6
             t.notes.append(f"{size:,} old events: {expected:,} deliveries and {expected:,} "
                            f"events purged in {took:.2f} s ({expected / took:,.0f} events/s)")

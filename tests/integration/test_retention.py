@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from stockbell.delivery import retention
+from stockbell.delivery.retention import Purged
 from stockbell.domain.accounts import Mode
 from stockbell.domain.accounts import Tenant as Scope
 from stockbell.domain.events import INVENTORY_COUNT_UPDATED, Event
@@ -52,6 +53,23 @@ def test_purge_keeps_events_with_pending_deliveries(server: Server, seeded: Tena
     assert {e["id"] for e in after} <= {e["id"] for e in before}
 
 
+
+
+def test_an_idempotency_key_past_retention_is_a_new_request(server: Server,
+                                                             seeded: Tenant) -> None:
+    def change(qty: str) -> dict[str, object]:
+        return {"changes": [{"type": "count", "sku_code": "SKU-1", "location": "L1",
+                             "quantity": qty}]}
+
+    key = {"Idempotency-Key": "kept-a-while"}
+    assert seeded.post("/v1/inventory/changes", json=change("2"), headers=key).status_code == 200
+    assert seeded.post("/v1/inventory/changes", json=change("3"),
+                       headers=key).status_code == 409
+    run(server.db_url, lambda db: retention.purge(db, utcnow() + timedelta(hours=1)))
+    again = seeded.post("/v1/inventory/changes", json=change("3"), headers=key)
+    assert again.status_code == 200, again.text
+    [loc] = seeded.get("/v1/inventory/SKU-1").json()["locations"]
+    assert loc["quantities"]["IN_STOCK"] == "3"
 
 # --- the purge itself, each test on a database of its own --------------------------------------
 
@@ -101,15 +119,25 @@ def test_the_purge_walks_the_log_in_chunks_and_keeps_what_is_owed(url: str) -> N
         await db.run(lambda uow: persist_events(uow, quiet, lone))
 
         # a cutoff before all of it deletes nothing
-        assert await retention.purge(db, utcnow() - timedelta(days=1), chunk=2) == (0, 0)
+        # idempotency keys: 3 stored two days ago, 2 now
+        for i in range(5):
+            at = utcnow() - timedelta(days=2 if i < 3 else 0)
+            await db.run(lambda uow, i=i, at=at: uow.idempotency.put(
+                tenant, f"key-{i}", "hash", 200, {"n": i}, at))
+
+        # a cutoff a day back: only the old keys are due, 2 + 1 in chunks of 2
+        assert await retention.purge(db, utcnow() - timedelta(days=1), chunk=2) == Purged(
+            0, 0, 3)
+        assert await db.run(lambda uow: uow.idempotency.get(tenant, "key-2")) is None
+        assert await db.run(lambda uow: uow.idempotency.get(tenant, "key-3")) is not None
         future = utcnow() + timedelta(hours=1)
         # chunks of 2: the sweep walks on past the chunks it keeps whole
-        assert await retention.purge(db, future, chunk=2) == (8, 12)
+        assert await retention.purge(db, future, chunk=2) == Purged(8, 12, 2)
         assert await _event_ids(db, tenant) == {e.id for e in events[8:]}
         assert await _event_ids(db, quiet) == set()
         # the settled deliveries' attempts went with them, the pending ones' stayed
         assert (await _count(db, "deliveries"), await _count(db, "delivery_attempts")) == (3, 3)
-        assert await retention.purge(db, future, chunk=2) == (0, 0)
+        assert await retention.purge(db, future, chunk=2) == Purged(0, 0, 0)
 
     run(url, go)
 
@@ -129,9 +157,9 @@ def test_an_event_being_replayed_is_left_for_the_next_purge(url: str) -> None:
         future = utcnow() + timedelta(hours=1)
         # the replay's own statement form: FOR KEY SHARE
         async with _holding(url, "FOR KEY SHARE", lone[1].id):
-            assert await retention.purge(db, future) == (0, 2)
+            assert await retention.purge(db, future) == Purged(0, 2, 0)
             assert await _event_ids(db, quiet) == {lone[1].id}
-        assert await retention.purge(db, future) == (0, 1)
+        assert await retention.purge(db, future) == Purged(0, 1, 0)
 
     run(url, go)
 

@@ -356,12 +356,13 @@ class Dispatcher:
         cutoff = utcnow() - timedelta(days=self.settings.retention_days)
         started = time.monotonic()
         try:
-            n, m = await retention.purge(self.db, cutoff, stop=stop)
+            done = await retention.purge(self.db, cutoff, stop=stop)
         except Exception:
             log.exception("dispatcher.purge_failed")
             return
-        if n or m:
-            log.info("retention.purged", deliveries=n, events=m, before=cutoff.isoformat(),
+        if done.deliveries or done.events or done.keys:
+            log.info("retention.purged", deliveries=done.deliveries, events=done.events,
+                     idempotency_keys=done.keys, before=cutoff.isoformat(),
                      seconds=round(time.monotonic() - started, 3))
 
 

@@ -1,4 +1,5 @@
-"""Retention: settled deliveries and the events nobody is owed any more go after a while.
+"""Retention: settled deliveries, the events nobody is owed any more and the stored answers
+of idempotency keys go after a while (STOCKBELL_RETENTION_DAYS).
 
 The purge deletes a bounded chunk per transaction. In one transaction a month of a busy
 log would hold SQLite's one write lock (every change and every claim waiting behind it)
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from stockbell.service.ports import UnitOfWork
@@ -38,13 +40,27 @@ async def _sweep(db: SqlDatabase, step: Step, stop: asyncio.Event | None) -> int
     return total
 
 
+@dataclass(frozen=True)
+class Purged:
+    deliveries: int
+    events: int
+    keys: int  # idempotency keys
+
+
 async def purge(db: SqlDatabase, cutoff: datetime, chunk: int = PURGE_CHUNK,
-                stop: asyncio.Event | None = None) -> tuple[int, int]:
+                stop: asyncio.Event | None = None) -> Purged:
     """Delete deliveries settled before `cutoff` with their attempts, then the events
-    created before it that no delivery names (so an event still owed is kept). Returns
-    (deliveries, events) deleted. Once `stop` is set it ends after the chunk in hand."""
+    created before it that no delivery names (so an event still owed is kept), then the
+    idempotency keys stored before it. Once `stop` is set it ends after the chunk in hand."""
     deliveries = await _sweep(db, lambda uow, after: uow.deliveries.purge_before(
         cutoff, after, chunk), stop)
     events = await _sweep(db, lambda uow, after: uow.events.purge_before(cutoff, after, chunk),
                           stop)
-    return deliveries, events
+    keys = 0
+    while stop is None or not stop.is_set():
+        n = await db.run(lambda uow: uow.idempotency.purge_before(cutoff, chunk))
+        keys += n
+        if n < chunk:
+            break
+        await asyncio.sleep(0)
+    return Purged(deliveries, events, keys)

@@ -146,6 +146,7 @@ class IdempotencyRepo(Protocol):
         self, tenant: Tenant, key: str, request_hash: str, status: int,
         body: dict[str, Any], now: datetime,
     ) -> None: ...
+    async def purge_before(self, cutoff: datetime, limit: int) -> int: ...
 
 
 class WebhooksRepo(Protocol):

@@ -210,6 +210,7 @@ idempotency_keys = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("body", sa.JSON, nullable=False),
     sa.Column("created_at", UtcMicros, nullable=False),
+    sa.Index("ix_idempotency_keys_created", "created_at"),  # retention (migration 0009)
 )
 
 webhook_endpoints = sa.Table(

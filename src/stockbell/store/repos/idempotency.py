@@ -36,3 +36,13 @@ class SqlIdempotency:
                 request_hash=request_hash, status=status, body=body, created_at=now,
             )
         )
+
+    async def purge_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` keys stored before `cutoff`, the oldest first: past the
+        retention period a retried request is a new request. Returns how many went."""
+        oldest = (sa.select(ik.c.account_id, ik.c.mode, ik.c.key)
+                  .where(ik.c.created_at < cutoff).order_by(ik.c.created_at).limit(limit))
+        res = await self.conn.execute(
+            sa.delete(ik).where(sa.tuple_(ik.c.account_id, ik.c.mode, ik.c.key).in_(oldest))
+            .returning(ik.c.key))
+        return len(res.all())
