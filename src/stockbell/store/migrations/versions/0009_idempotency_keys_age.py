@@ -8,7 +8,8 @@ Every request sent with an idempotency key stores its first answer (a 1,000-chan
 answer is ~100 KB), and nothing ever deleted them: a busy integration that keys every batch
 grew the table by gigabytes a day. Retention now deletes keys older than
 STOCKBELL_RETENTION_DAYS, the oldest first, a chunk at a time; this index finds them
-without reading the table.
+without reading the table. On a large table the upgrade takes a while and holds back keyed
+requests meanwhile (CREATE INDEX locks the table against writes).
 """
 
 from __future__ import annotations
