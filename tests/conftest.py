@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from tests.support import Server, Tenant, postgres_database, sqlite_database
+
+# In-process servers log from info up, as `stockbell serve` does by default
+# (STOCKBELL_LOG_LEVEL); structlog unconfigured prints every debug line (a delivery attempt
+# each) into the test run's output.
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
