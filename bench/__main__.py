@@ -1,9 +1,9 @@
 """`python -m bench <scenario> [--db sqlite|postgres] [--quick]`
 
 Scenarios: ingest, batch, subs, fanout, latency, peer, memory, reads (GETs beside the bare
-route, not a bar), retention (the purge's cost per event as the log grows, not a bar), and
-the in-process routing, txn and instructions (valgrind) (`all`: every one but memory,
-reads, retention, routing, txn, instructions).
+route, not a bar), retention and replay (the purge's and an endpoint replay's cost per event as the
+log grows, not bars), and the in-process routing, txn and instructions (valgrind)
+(`all`: every one but memory, reads, retention, replay, routing, txn, instructions).
 Each starts its own database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1,
 runs bounded load, stops everything, and prints one table: figure, baseline measured in the
 same run, ratio, bar.
@@ -28,7 +28,8 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--quick", action="store_true", help="small and short (< 1 minute)")
     args = parser.parse_args()
-    apart = ("memory", "reads", "retention", "routing", "txn", "instructions")  # not part of `all`
+    # not part of `all`
+    apart = ("memory", "reads", "retention", "replay", "routing", "txn", "instructions")
     names = [n for n in SCENARIOS if n not in apart] if args.scenario == "all" \
         else [args.scenario]
     status = 0

@@ -59,15 +59,24 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
-def vm_hwm_mib(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a live process, in MiB."""
+def _status_mib(pid: int, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak resident set size (VmHWM) of a live process, in MiB."""
+    return _status_mib(pid, "VmHWM")
+
+
+def vm_rss_mib(pid: int) -> float | None:
+    """Resident set size (VmRSS) of a live process now, in MiB."""
+    return _status_mib(pid, "VmRSS")
 
 
 async def _pg_admin(sql: str) -> None:

@@ -22,6 +22,7 @@ from bench.floor import postgres_floor, sqlite_floor
 from bench.instructions import instructions
 from bench.peer_scenario import peer
 from bench.reads import reads
+from bench.replay import replay
 from bench.report import Row, Table
 from bench.retention import retention
 from bench.routing import routing
@@ -531,4 +532,5 @@ SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
     "instructions": instructions, "reads": reads, "retention": retention,
+    "replay": replay,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from stockbell.service.outbox import persist_events
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import UnitOfWork
 from stockbell.store.database import SqlDatabase
+from stockbell.store.repos import deliveries as deliveries_repo
 from stockbell.store.repos.bulk import driver
 from stockbell.store.repos.deliveries import _PG_CLAIM, _PG_CLAIM_PLAN
 from tests.support import own_database
@@ -351,5 +353,41 @@ def test_event_data_is_stored_as_sent_and_read_back_as_json(url: str) -> None:
         got = await claim(db, datetime.now(UTC))
         assert [c.event.data for c in got] == [data]
         assert got[0].event.id == events[0].id
+
+    run(url, go)
+
+
+def test_a_replay_reads_the_log_in_chunks_and_queues_each_event_once(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay reads the log a chunk at a time (by pk), so its memory does not grow with
+    the log; across the chunks' seams every event it takes is queued exactly once."""
+    monkeypatch.setattr(deliveries_repo, "_REPLAY_CHUNK", 3)
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, ep, events = await queued(db, 7)
+        assert ep.pk is not None
+        since = datetime.now(UTC) - timedelta(hours=1)
+        assert await db.run(lambda uow: uow.deliveries.replay(
+            tenant, ep, since, datetime.now(UTC))) == 7
+        # another endpoint that takes one type only: the filter holds in every chunk
+        other = await db.run(lambda uow: webhooks_service.create_endpoint(
+            uow, tenant, "https://other.example/hook", None, ["back_in_stock"], True,
+            "native"))
+        more = [Event("back_in_stock", datetime.now(UTC), {"n": i}) for i in range(4)]
+
+        async def store(uow: UnitOfWork) -> None:
+            await persist_events(uow, tenant, more)
+
+        await db.run(store)
+        assert await db.run(lambda uow: uow.deliveries.replay(
+            tenant, other, since, datetime.now(UTC))) == 4
+        page = await db.read(lambda uow: uow.deliveries.page(
+            tenant, ep, None, PageRequest(None, 100)))
+        # ep: 7 queued at first, 7 replayed, and the 4 new ones queued with their events
+        named = Counter(d.event_id for _, d in page)
+        assert named == Counter({e.id: 2 for e in events} | {e.id: 1 for e in more})
+        page = await db.read(lambda uow: uow.deliveries.page(
+            tenant, other, None, PageRequest(None, 100)))
+        assert Counter(d.event_id for _, d in page) == Counter({e.id: 2 for e in more})
 
     run(url, go)

@@ -90,6 +90,12 @@ class Endpoint:
                 and (carried is None or event_type in carried)
                 and (keep is None or keep(event_type, data or {})))
 
+    @property
+    def filters_on_data(self) -> bool:
+        """Whether `wants` reads an event's data (its format keeps some events of a type),
+        so a replay knows whether to load it."""
+        return self.format in FORMAT_FILTERS
+
     def accepts(self, event_type: str, data: Mapping[str, Any] | None = None) -> bool:
         return self.enabled and self.wants(event_type, data)
 

@@ -78,6 +78,7 @@ FROM json_each(?1)
 """
 
 _ENABLED = sa.select(we.c.pk).where(we.c.enabled.is_(True))
+_REPLAY_CHUNK = 5_000  # events a replay reads at a time
 
 
 # --- the dispatcher's claim ------------------------------------------------------------------
@@ -224,11 +225,17 @@ class SqlDeliveries:
 
     async def replay(self, tenant: Tenant, endpoint: Endpoint, since: datetime,
                      now: datetime) -> int:
-        stmt = sa.select(ev.c.id, ev.c.type, ev.c.data).where(
+        """Queue a delivery to `endpoint` for every event it takes since `since`, in one
+        transaction. The log is read _REPLAY_CHUNK events at a time (by pk), and their data
+        only when the endpoint's format filters on it: a day's log of a busy shop is a
+        million events, and read whole it took 1.2-1.4 KB of memory per event (`bench
+        replay`)."""
+        data = ev.c.data if endpoint.filters_on_data else sa.null()
+        stmt = sa.select(ev.c.pk, ev.c.id, ev.c.type, data).where(
             ev.c.account_id == tenant.account_id, ev.c.mode == tenant.mode.value,
             ev.c.created_at >= since,
             ev.c.type.not_in(NOT_REPLAYED),
-        ).order_by(ev.c.pk)
+        ).order_by(ev.c.pk).limit(_REPLAY_CHUNK)
         if self.conn.dialect.name == "postgresql":
             # What the foreign key's check did until migration 0008: the purge passes over
             # an event locked here, so no delivery queued below names a deleted one.
@@ -236,10 +243,16 @@ class SqlDeliveries:
         if endpoint.event_types is not None:
             stmt = stmt.where(ev.c.type.in_(endpoint.event_types))
         assert endpoint.pk is not None
-        pairs = [(eid, endpoint.pk) for eid, etype, data in await self.conn.execute(stmt)
-                 if endpoint.wants(etype, data)]
-        await self.queue(tenant, pairs, now)
-        return len(pairs)
+        queued, after = 0, 0
+        while True:
+            rows = (await self.conn.execute(stmt.where(ev.c.pk > after))).all()
+            pairs = [(eid, endpoint.pk) for _, eid, etype, payload in rows
+                     if endpoint.wants(etype, payload)]
+            await self.queue(tenant, pairs, now)
+            queued += len(pairs)
+            if len(rows) < _REPLAY_CHUNK:
+                return queued
+            after = rows[-1][0]
 
     async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
         """Lease up to `limit` due deliveries; return them with their events and endpoints.
