@@ -18,13 +18,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from bench.load import LeanClient
+from stockbell.store.database import SqlDatabase
+
+T = TypeVar("T")
 
 STOCKBELL = [sys.executable, "-m", "stockbell"]
 PG = {"user": "postgres", "host": "127.0.0.1", "port": 5432}
@@ -151,6 +155,18 @@ class Env:
         os.sync()
         if self.db == "postgres":
             asyncio.run(_pg_admin("CHECKPOINT"))
+
+    def in_process(self, work: Callable[[SqlDatabase], Awaitable[T]]) -> T:
+        """Run `work` on this run's database from this process (one pooled connection):
+        for what the service does outside a request, such as retention and replays."""
+        async def go() -> T:
+            db = SqlDatabase(self.url, pool_size=1)
+            try:
+                return await work(db)
+            finally:
+                await db.dispose()
+
+        return asyncio.run(go())
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([*STOCKBELL, *args], env=self.env(), cwd=self.tmp,

@@ -71,22 +71,18 @@ def _seed(env: Env, account_id: int, tag: str, n: int) -> None:
 def _replay(env: Env, tenant: Tenant, since_seconds: float) -> tuple[float, int, float]:
     """Seconds, deliveries queued and the growth of this process's peak RSS (MiB), for a
     replay to a new native endpoint."""
-    async def go() -> tuple[float, int, float]:
-        db = SqlDatabase(env.url, pool_size=1)
-        try:
-            ep = await db.run(lambda uow: webhooks_service.create_endpoint(
-                uow, tenant, "https://receiver.example/hook", None, None, False, "native"))
-            since = utcnow() - timedelta(seconds=since_seconds)
-            before = vm_rss_mib(os.getpid()) or 0.0
-            _reset_peak()
-            t0 = time.perf_counter()
-            n = await db.run(lambda uow: webhooks_service.replay(uow, tenant, ep.id, since))
-            took = time.perf_counter() - t0
-            return took, n, (vm_hwm_mib(os.getpid()) or 0.0) - before
-        finally:
-            await db.dispose()
+    async def timed(db: SqlDatabase) -> tuple[float, int, float]:
+        ep = await db.run(lambda uow: webhooks_service.create_endpoint(
+            uow, tenant, "https://receiver.example/hook", None, None, False, "native"))
+        since = utcnow() - timedelta(seconds=since_seconds)
+        before = vm_rss_mib(os.getpid()) or 0.0
+        _reset_peak()
+        t0 = time.perf_counter()
+        n = await db.run(lambda uow: webhooks_service.replay(uow, tenant, ep.id, since))
+        took = time.perf_counter() - t0
+        return took, n, (vm_hwm_mib(os.getpid()) or 0.0) - before
 
-    return asyncio.run(go())
+    return env.in_process(timed)
 
 
 def replay(db: str, quick: bool) -> Table:

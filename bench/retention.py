@@ -96,16 +96,12 @@ def _seed(env: Env, account_id: int, tag: str, n: int) -> None:
 
 
 def _purge(env: Env) -> tuple[float, Purged]:
-    async def go() -> tuple[float, Purged]:
-        db = SqlDatabase(env.url, pool_size=1)
-        try:
-            t0 = time.perf_counter()
-            done = await purge(db, utcnow() - timedelta(days=30))
-            return time.perf_counter() - t0, done
-        finally:
-            await db.dispose()
+    async def timed(db: SqlDatabase) -> tuple[float, Purged]:
+        t0 = time.perf_counter()
+        done = await purge(db, utcnow() - timedelta(days=30))
+        return time.perf_counter() - t0, done
 
-    return asyncio.run(go())
+    return env.in_process(timed)
 
 
 def retention(db: str, quick: bool) -> Table:
