@@ -2,8 +2,9 @@
 
 Scenarios: ingest, batch, subs, fanout, latency, peer, memory, reads (GETs beside the bare
 route, not a bar), retention and replay (the purge's and an endpoint replay's cost per event as the
-log grows, not bars), and the in-process routing, txn and instructions (valgrind)
-(`all`: every one but memory, reads, retention, replay, routing, txn, instructions).
+log grows), eventlog (a created_after page on a month's log; these three are not bars),
+and the in-process routing, txn and instructions (valgrind) (`all`: every one but
+memory, reads, retention, replay, eventlog, routing, txn, instructions).
 Each starts its own database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1,
 runs bounded load, stops everything, and prints one table: figure, baseline measured in the
 same run, ratio, bar.
@@ -29,7 +30,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small and short (< 1 minute)")
     args = parser.parse_args()
     # not part of `all`
-    apart = ("memory", "reads", "retention", "replay", "routing", "txn", "instructions")
+    apart = ("memory", "reads", "retention", "replay", "eventlog", "routing", "txn",
+             "instructions")
     names = [n for n in SCENARIOS if n not in apart] if args.scenario == "all" \
         else [args.scenario]
     status = 0

@@ -14,58 +14,24 @@ replay of N / 10 events in the same run.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
-
 from bench import seed
-from bench.env import PG, Env, vm_hwm_mib, vm_rss_mib
+from bench.env import Env, vm_hwm_mib, vm_rss_mib
 from bench.report import Row, Table
-from stockbell.domain.accounts import Mode, Tenant
+from stockbell.domain.accounts import Tenant
 from stockbell.service import webhooks as webhooks_service
 from stockbell.service.clock import utcnow
 from stockbell.store.database import SqlDatabase
-
-_EVENT = ["id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
-          "created_at", "data"]
-# a back_in_stock event's size (~1 KB of JSON)
-_DATA = '{"subscription_id": "sub_x", "item": {"sku_code": "A"}, "pad": "' + "y" * 900 + '"}'
 
 
 def _reset_peak() -> None:
     """Start this process's VmHWM afresh from its current RSS (Linux: clear_refs "5"), so
     the seeding's own peak does not hide the replay's."""
     Path("/proc/self/clear_refs").write_text("5")
-
-
-def _seed(env: Env, account_id: int, tag: str, n: int) -> None:
-    now = int(time.time() * 1e6)
-    rows = [(f"evt_{tag}{i:020d}", account_id, "test", "back_in_stock", None, None, now, now,
-             _DATA) for i in range(n)]
-    if env.db == "sqlite":
-        con = sqlite3.connect(env.url.split("///", 1)[1])
-        try:
-            con.executemany(f"INSERT INTO events ({', '.join(_EVENT)}) "
-                            f"VALUES ({', '.join('?' * len(_EVENT))})", rows)
-            con.commit()
-        finally:
-            con.close()
-        return
-
-    async def go() -> None:
-        conn = await asyncpg.connect(database=env.pg_name, **PG)
-        try:
-            await conn.copy_records_to_table("events", records=rows, columns=_EVENT)
-            await conn.execute("VACUUM ANALYZE events")
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
 
 
 def _replay(env: Env, tenant: Tenant, since_seconds: float) -> tuple[float, int, float]:
@@ -89,12 +55,11 @@ def replay(db: str, quick: bool) -> Table:
     n = 20_000 if quick else 200_000
     t = Table(f"replay ({db}{', quick' if quick else ''})")
     with Env(db) as env:
-        account_id, _ = seed.ids(env, [])
-        tenant = Tenant(account_id, Mode.TEST)
+        tenant = seed.tenant(env)
         per: dict[int, float] = {}
         total = 0
         for tag, size in (("a", n // 10), ("b", n - n // 10)):
-            _seed(env, account_id, tag, size)
+            seed.events(env, tenant.account_id, tag, size)
             total += size
             env.settle()
             took, queued, grew = _replay(env, tenant, 3600)

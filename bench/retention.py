@@ -17,27 +17,21 @@ settled deliveries that stay too (the table a check would scan).
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from bench import seed
-from bench.env import PG, Env
+from bench.env import Env
 from bench.report import Row, Table
 from stockbell.delivery.retention import Purged, purge
+from stockbell.domain.accounts import Mode, Tenant
+from stockbell.service import webhooks as webhooks_service
 from stockbell.service.clock import utcnow
 from stockbell.store.database import SqlDatabase
 
-_EVENT = ["id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
-          "created_at", "data"]
 _DELIVERY = ["id", "account_id", "mode", "endpoint_pk", "event_id", "status", "attempts",
              "next_attempt_at", "created_at", "updated_at"]
-_ENDPOINT = ("INSERT INTO webhook_endpoints (id, account_id, mode, url, enabled, format, "
-             "secret, created_at, updated_at) VALUES ({})")
 _PENDING = 20  # one old event in this many keeps a pending delivery
 _RECENT = 20_000
 _DAY = 86_400 * 1_000_000  # micro-seconds
@@ -60,39 +54,16 @@ def _log(tag: str, account_id: int, endpoint_pk: int, n: int
 
 
 def _seed(env: Env, account_id: int, tag: str, n: int) -> None:
-    now = int(time.time() * 1e6)
-    endpoint = (f"ep_{tag}", account_id, "test", "http://127.0.0.1:9/", False, "native",
-                "whsec_x", now, now)
-    if env.db == "sqlite":
-        con = sqlite3.connect(env.url.split("///", 1)[1])
-        try:
-            pk = con.execute(_ENDPOINT.format(", ".join("?" * 9)) + " RETURNING pk",
-                             endpoint).fetchone()[0]
-            events, deliveries = _log(tag, account_id, pk, n)
-            con.executemany(f"INSERT INTO events ({', '.join(_EVENT)}) "
-                            f"VALUES ({', '.join('?' * len(_EVENT))})", events)
-            con.executemany(f"INSERT INTO deliveries ({', '.join(_DELIVERY)}) "
-                            f"VALUES ({', '.join('?' * len(_DELIVERY))})", deliveries)
-            con.commit()
-        finally:
-            con.close()
-        return
+    async def endpoint(db: SqlDatabase) -> int:
+        ep = await db.run(lambda uow: webhooks_service.create_endpoint(
+            uow, Tenant(account_id, Mode.TEST), f"https://{tag}.example/hook", None, None,
+            False, "native"))
+        assert ep.pk is not None
+        return ep.pk
 
-    async def go() -> None:
-        conn = await asyncpg.connect(database=env.pg_name, **PG)
-        try:
-            pk = await conn.fetchval(_ENDPOINT.format(", ".join(f"${i}" for i in range(1, 10)))
-                                     + " RETURNING pk", *endpoint)
-            events, deliveries = _log(tag, account_id, pk, n)
-            await conn.copy_records_to_table("events", records=events, columns=_EVENT)
-            await conn.copy_records_to_table("deliveries", records=deliveries,
-                                             columns=_DELIVERY)
-            await conn.execute("VACUUM ANALYZE events")
-            await conn.execute("VACUUM ANALYZE deliveries")
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
+    events, deliveries = _log(tag, account_id, env.in_process(endpoint), n)
+    seed.rows(env, "events", seed.EVENT_COLUMNS, events)
+    seed.rows(env, "deliveries", _DELIVERY, deliveries)
 
 
 def _purge(env: Env) -> tuple[float, Purged]:
@@ -108,7 +79,7 @@ def retention(db: str, quick: bool) -> Table:
     n = 20_000 if quick else 200_000
     t = Table(f"retention ({db}{', quick' if quick else ''})")
     with Env(db) as env:
-        account_id, _ = seed.ids(env, [])
+        account_id = seed.tenant(env).account_id
         per: dict[int, float] = {}
         for tag, size in (("a", n // 10), ("b", n)):
             _seed(env, account_id, tag, size)

@@ -18,6 +18,7 @@ import uvloop
 
 from bench import seed
 from bench.env import Env, Proc, postgres_cpu_seconds
+from bench.eventlog import eventlog
 from bench.floor import postgres_floor, sqlite_floor
 from bench.instructions import instructions
 from bench.peer_scenario import peer
@@ -532,5 +533,5 @@ SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
     "instructions": instructions, "reads": reads, "retention": retention,
-    "replay": replay,
+    "replay": replay, "eventlog": eventlog,
 }

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 from bench.env import PG, Env
+from stockbell.domain.accounts import Mode, Tenant
 
 COLUMNS = ["id", "account_id", "mode", "item_id", "scope_key", "threshold", "status",
            "customer_email", "customer_attributes", "auto_resubscribe", "metadata",
@@ -59,6 +60,12 @@ def ids(env: Env, skus: list[str]) -> tuple[int, dict[str, int]]:
     return asyncio.run(go())
 
 
+def tenant(env: Env) -> Tenant:
+    """The bench account's test mode, for the service called from the harness's process."""
+    account_id, _ = ids(env, [])
+    return Tenant(account_id, Mode.TEST)
+
+
 def subscriptions(env: Env, account_id: int, item_ids: list[int], thresholds: list[int],
                   n: int) -> float:
     """Insert `n` active one-shot subscriptions (scope: all locations), round-robin over
@@ -105,3 +112,51 @@ def subscriptions(env: Env, account_id: int, item_ids: list[int], thresholds: li
 
     asyncio.run(go())
     return time.monotonic() - t0
+
+
+def rows(env: Env, table: str, columns: list[str], values: list[tuple[object, ...]]) -> None:
+    """Insert `values` into `table` directly (SQLite: executemany; PostgreSQL: COPY, then
+    VACUUM ANALYZE, as long after such a load in production)."""
+    if env.db == "sqlite":
+        con = sqlite3.connect(_sqlite_path(env))
+        try:
+            con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                            f"VALUES ({', '.join('?' * len(columns))})", values)
+            con.commit()
+        finally:
+            con.close()
+        return
+
+    async def go() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database=env.pg_name, **PG)
+        try:
+            await conn.copy_records_to_table(table, records=values, columns=columns)
+            await conn.execute(f"VACUUM ANALYZE {table}")
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+EVENT_COLUMNS = ["id", "account_id", "mode", "type", "item_id", "sequence", "occurred_at",
+                 "created_at", "data"]
+# a back_in_stock event's size (~1 KB of JSON)
+EVENT_DATA = ('{"subscription_id": "sub_x", "item": {"sku_code": "A"}, "pad": "'
+              + "y" * 900 + '"}')
+
+
+def events(env: Env, account_id: int, tag: str, n: int, span_seconds: float = 0.0,
+           ending_seconds_ago: float = 0.0) -> None:
+    """`n` back_in_stock events of ~1 KB, created evenly over `span_seconds` that end
+    `ending_seconds_ago` (all now by default), in pk order."""
+    end = _now_micros() - int(ending_seconds_ago * 1_000_000)
+    span = int(span_seconds * 1_000_000)
+    step = span // n if n else 0
+    values = []
+    for i in range(n):
+        at = end - span + i * step
+        values.append((f"evt_{tag}{i:020d}", account_id, "test", "back_in_stock", None, None,
+                       at, at, EVENT_DATA))
+    rows(env, "events", EVENT_COLUMNS, values)

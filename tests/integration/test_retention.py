@@ -188,3 +188,39 @@ def test_a_replay_queues_only_events_that_are_still_there(url: str) -> None:
         assert await _count(db, "deliveries") == 0
 
     run(url, go)
+
+
+def test_created_after_starts_at_the_first_event_after_the_time_whatever_its_tenant(
+        url: str) -> None:
+    """`created_after` starts the walk at the smallest pk created after the time (migration
+    0010), not at the event first in time: a transaction that commits late gives its events
+    a larger pk than events created after them, and none may be skipped."""
+    async def go(db: SqlDatabase) -> None:
+        quiet_id = await db.run(lambda uow: accounts_service.create_account(uow, "quiet"))
+        other_id = await db.run(lambda uow: accounts_service.create_account(uow, "other"))
+        mine, theirs = Scope(quiet_id, Mode.TEST), Scope(other_id, Mode.TEST)
+        log = [(mine, 0), (theirs, 1), (mine, 2), (mine, 3), (theirs, 4)]
+        for tenant, i in log:
+            await db.run(lambda uow, tenant=tenant, i=i: persist_events(
+                uow, tenant, [Event(INVENTORY_COUNT_UPDATED, utcnow(), {"n": i})]))
+        t0 = utcnow()
+        # created_at against pk order: later pks created earlier (seconds after t0)
+        skew = {0: 9, 1: 5, 2: 7, 3: 2, 4: 8}
+
+        async def reorder(uow: UnitOfWork) -> None:
+            for n, seconds in skew.items():
+                await uow.conn.exec_driver_sql(  # type: ignore[attr-defined]
+                    "UPDATE events SET created_at = "
+                    f"{int((t0 + timedelta(seconds=seconds)).timestamp() * 1e6)} "
+                    f"WHERE data LIKE '%\"n\": {n}}}%' OR data LIKE '%\"n\":{n}}}%'")
+
+        await db.run(reorder)
+        since = t0 + timedelta(seconds=6)  # after: n 0 (9 s), 2 (7 s), 4 (8 s, not mine)
+        rows = await db.read(lambda uow: uow.events.page(
+            mine, {"created_after": since}, PageRequest(None, 50)))
+        assert [e.data["n"] for _, e in rows] == [0, 2]
+        rows = await db.read(lambda uow: uow.events.page(
+            mine, {"created_after": t0 + timedelta(seconds=10)}, PageRequest(None, 50)))
+        assert rows == []
+
+    run(url, go)

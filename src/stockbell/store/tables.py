@@ -199,6 +199,8 @@ events = sa.Table(
     sa.Column("data", JsonText, nullable=False),  # text on PostgreSQL: migration 0007
     sa.Index("ix_events_tenant", "account_id", "mode", "pk"),
     sa.Index("ix_events_tenant_type", "account_id", "mode", "type", "pk"),
+    # created_after and retention; BRIN on PostgreSQL (migration 0010)
+    sa.Index("ix_events_created", "created_at", postgresql_using="brin"),
 )
 
 idempotency_keys = sa.Table(
