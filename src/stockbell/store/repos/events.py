@@ -62,12 +62,16 @@ class SqlEvents:
             stmt = stmt.where(events.c.type == filters["type"])
         if "created_after" in filters:
             since = filters["created_after"]
-            # Start at the first event (of any tenant) created after `since`: none of this
-            # tenant's is before it, and the log's older part is not walked (migration 0010).
-            # `pk + 0`: min(pk) itself would be planned as a walk of the pk index from the
-            # start, filtered by time, which is the walk this avoids.
-            first = sa.select(sa.func.min(events.c.pk + 0)).where(events.c.created_at > since)
-            stmt = stmt.where(events.c.created_at > since, events.c.pk >= first.scalar_subquery())
+            stmt = stmt.where(events.c.created_at > since)
+            if page.after is None:
+                # The first page starts at the first event (of any tenant) created after
+                # `since`: none of this tenant's is before it, and the log's older part is
+                # not walked (migration 0010). `pk + 0`: min(pk) itself would be planned as
+                # a walk of the pk index from the start, filtered by time, the walk this
+                # avoids. Later pages start at their cursor.
+                first = sa.select(sa.func.min(events.c.pk + 0)).where(
+                    events.c.created_at > since)
+                stmt = stmt.where(events.c.pk >= first.scalar_subquery())
         if page.after is not None:
             stmt = stmt.where(events.c.pk > page.after)
         res = await self.conn.execute(stmt.order_by(events.c.pk).limit(page.limit))
