@@ -10,7 +10,6 @@ snapshot; in chunks the dispatcher's and the API's own transactions run in betwe
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,18 +19,19 @@ from stockbell.store.database import SqlDatabase
 
 PURGE_CHUNK = 5_000
 
-# (unit of work, last pk looked at) -> (rows deleted, last pk looked at; None: done)
+# (unit of work, last pk looked at) -> (rows deleted, where the next chunk starts; None: done)
 Step = Callable[[UnitOfWork, int], Awaitable[tuple[int, int | None]]]
 
 
-def _chunk(step: Step, after: int, uow: UnitOfWork) -> Awaitable[tuple[int, int | None]]:
-    return step(uow, after)
+def _from(step: Step, after: int) -> Callable[[UnitOfWork], Awaitable[tuple[int, int | None]]]:
+    """One chunk of `step`, starting past `after`, as a unit of work for `db.run`."""
+    return lambda uow: step(uow, after)
 
 
 async def _sweep(db: SqlDatabase, step: Step, stop: asyncio.Event | None) -> int:
     total, after = 0, 0
     while stop is None or not stop.is_set():
-        n, last = await db.run(functools.partial(_chunk, step, after))
+        n, last = await db.run(_from(step, after))
         total += n
         if last is None:
             return total
@@ -52,15 +52,13 @@ async def purge(db: SqlDatabase, cutoff: datetime, chunk: int = PURGE_CHUNK,
     """Delete deliveries settled before `cutoff` with their attempts, then the events
     created before it that no delivery names (so an event still owed is kept), then the
     idempotency keys stored before it. Once `stop` is set it ends after the chunk in hand."""
+    async def keys(uow: UnitOfWork, _: int) -> tuple[int, int | None]:
+        # Deleted keys leave the oldest first, so each chunk starts from the top again.
+        n = await uow.idempotency.purge_before(cutoff, chunk)
+        return n, (0 if n == chunk else None)
+
     deliveries = await _sweep(db, lambda uow, after: uow.deliveries.purge_before(
         cutoff, after, chunk), stop)
     events = await _sweep(db, lambda uow, after: uow.events.purge_before(cutoff, after, chunk),
                           stop)
-    keys = 0
-    while stop is None or not stop.is_set():
-        n = await db.run(lambda uow: uow.idempotency.purge_before(cutoff, chunk))
-        keys += n
-        if n < chunk:
-            break
-        await asyncio.sleep(0)
-    return Purged(deliveries, events, keys)
+    return Purged(deliveries, events, await _sweep(db, keys, stop))
