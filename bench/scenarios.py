@@ -22,6 +22,7 @@ from bench.eventlog import eventlog
 from bench.floor import postgres_floor, sqlite_floor
 from bench.instructions import instructions
 from bench.peer_scenario import peer
+from bench.perf import machine_profile
 from bench.reads import reads
 from bench.replay import replay
 from bench.report import Row, Table
@@ -342,8 +343,9 @@ def fanout(db: str, quick: bool) -> Table:
             took += seed.subscriptions(env, account_id, [item_ids[sku]], [UNIT], n)
         # The floor first, on a copy (SQLite) or an item of its own (PostgreSQL); then what
         # it wrote is flushed before the restock is measured.
-        floor = (postgres_floor if pg else sqlite_floor)(env, account_id,
-                                                         item_ids[skus[-1]], n)
+        with machine_profile(f"fanout-{db}-floor", env.procs):
+            floor = (postgres_floor if pg else sqlite_floor)(env, account_id,
+                                                             item_ids[skus[-1]], n)
         env.settle()
 
         def senders() -> list[Proc]:
@@ -352,29 +354,32 @@ def fanout(db: str, quick: bool) -> Table:
             assert env.serve is not None
             return [env.serve]
 
-        async def restock(sku: str) -> tuple[float, dict[str, Any], Cpu]:
+        async def restock(sku: str, k: int) -> tuple[float, dict[str, Any], Cpu]:
             async with env.session(limit=1) as s:
-                t0 = time.perf_counter()
-                data = await _post_ok(s, "/v1/inventory/changes",
-                                      {"changes": [_count(sku, "LOC-000", 5)]})
-                took = time.perf_counter() - t0
+                with machine_profile(f"fanout-{db}-restock{k}", env.procs):
+                    t0 = time.perf_counter()
+                    data = await _post_ok(s, "/v1/inventory/changes",
+                                          {"changes": [_count(sku, "LOC-000", 5)]})
+                    took = time.perf_counter() - t0
             assert env.receiver is not None
             # from the request's answer on: the deliveries only
             meter = CpuMeter(senders(), env.receiver, pg=pg)
             fired = orjson.loads(data)["notifications"]
             if fired != n:
                 raise RuntimeError(f"expected {n} notifications, got {fired}")
-            st = await _wait_received(env, n, cap)
+            with machine_profile(f"fanout-{db}-deliveries{k}", env.procs):
+                st = await _wait_received(env, n, cap)
             return took, st, meter.per(st["count"])
 
         async def go() -> None:
-            took1, st1, cpu1 = await restock(skus[0])
+            took1, st1, cpu1 = await restock(skus[0], 1)
             t.add(Row(f"restock firing {n:,} subscriptions: request time", took1, "s",
                       floor, FLOOR_LABEL[db], bar="<= 3 s"), hi=3.0)
             rate1 = _rate(st1)
             who = "1 worker process" if pg else "serve's in-process dispatcher"
-            raw, raw_cpu = await raw_post_loop(env, st1, conc, 5.0 if quick else 10.0) \
-                if st1["count"] else (None, None)
+            with machine_profile(f"fanout-{db}-rawloop", env.procs):
+                raw, raw_cpu = await raw_post_loop(env, st1, conc, 5.0 if quick else 10.0) \
+                    if st1["count"] else (None, None)
             t.add(Row(f"deliveries/s to a loopback receiver, {who}", rate1, "/s", raw,
                       f"raw aiohttp POST loop, {conc} in flight", bar="ratio >= 0.6"),
                   lo=0.6, on_ratio=True)
@@ -387,7 +392,7 @@ def fanout(db: str, quick: bool) -> Table:
                 env.note_peaks()
                 env.start_worker()
                 await env.receiver_reset()
-                took2, st2, cpu2 = await restock(skus[1])
+                took2, st2, cpu2 = await restock(skus[1], 2)
                 rate2 = _rate(st2)
                 t.add(Row(f"restock firing {n:,} subscriptions: request time (2nd item)", took2,
                           "s", floor, FLOOR_LABEL[db], bar="<= 3 s"), hi=3.0)
