@@ -181,8 +181,11 @@ async def list_deliveries(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
 
 async def create_test_delivery(uow: UnitOfWork, tenant: Tenant,
                                endpoint_id: str) -> tuple[Endpoint, Event, int, str]:
-    """A webhook.test event with a delivery to this endpoint only, sent by the caller now."""
-    ep = await get_endpoint(uow, tenant, endpoint_id)
+    """A webhook.test event with a delivery to this endpoint only, sent by the caller now.
+    The endpoint is locked (PostgreSQL), as `enabled` locks a change's: one being deleted
+    meanwhile is waited for and then not found (404), where the delivery's key check used to
+    fail the transaction and its retry found nothing."""
+    ep = await get_endpoint(uow, tenant, endpoint_id, for_update=True)
     now = utcnow()
     event = Event(WEBHOOK_TEST, now, {"endpoint_id": ep.id, "message": "Stockbell test event"})
     await uow.events.add_many(tenant, [event])
