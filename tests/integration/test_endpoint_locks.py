@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -51,6 +52,9 @@ async def _beside_a_deletion(url: str, endpoint_pk: int | None,
     async with _session(url) as deleting:
         await deleting.execute("SELECT pk FROM webhook_endpoints WHERE pk = $1 FOR UPDATE",
                                endpoint_pk)
+        await deleting.execute("DELETE FROM delivery_attempts WHERE delivery_pk IN "
+                               "(SELECT pk FROM deliveries WHERE endpoint_pk = $1)", endpoint_pk)
+        await deleting.execute("DELETE FROM deliveries WHERE endpoint_pk = $1", endpoint_pk)
         await deleting.execute("DELETE FROM webhook_endpoints WHERE pk = $1", endpoint_pk)
         task = asyncio.ensure_future(work())
         await asyncio.sleep(0.3)
@@ -124,6 +128,21 @@ def test_a_test_delivery_to_an_endpoint_being_deleted_is_not_found(url: str) -> 
             lambda uow: webhooks_service.create_test_delivery(uow, tenant, ep.id)))
         with pytest.raises(NotFound):
             await asyncio.wait_for(test, 10)
+        assert await _count(db, "deliveries") == 0
+
+    run(url, go)
+
+
+def test_a_replay_to_an_endpoint_being_deleted_is_not_found(url: str) -> None:
+    _postgresql_only(url)
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, ep, _ = await queued(db, 3)
+        since = utcnow() - timedelta(hours=1)
+        replay = await _beside_a_deletion(url, ep.pk, lambda: db.run(
+            lambda uow: webhooks_service.replay(uow, tenant, ep.id, since)))
+        with pytest.raises(NotFound):
+            await asyncio.wait_for(replay, 10)
         assert await _count(db, "deliveries") == 0
 
     run(url, go)

@@ -101,10 +101,13 @@ async def create_endpoint(uow: UnitOfWork, tenant: Tenant, url: str, description
 
 
 async def get_endpoint(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
-                       for_update: bool = False) -> Endpoint:
+                       for_update: bool = False, for_deliveries: bool = False) -> Endpoint:
     """`for_update` locks the row (PostgreSQL) for a read-modify-write, so a change here and
-    the dispatcher's health bookkeeping never write back each other's stale copy."""
-    ep = await uow.webhooks.get(tenant, endpoint_id, for_update)
+    the dispatcher's health bookkeeping never write back each other's stale copy.
+    `for_deliveries` locks it as a transaction that queues deliveries to it must: one being
+    deleted meanwhile is waited for and then not found (404). Without it, the deliveries'
+    key check failed the transaction once the deletion committed."""
+    ep = await uow.webhooks.get(tenant, endpoint_id, for_update, for_deliveries)
     if ep is None:
         raise NotFound(f"webhook endpoint {endpoint_id!r} does not exist")
     return ep
@@ -151,7 +154,7 @@ async def rotate_secret(uow: UnitOfWork, tenant: Tenant, endpoint_id: str) -> En
 
 
 async def replay(uow: UnitOfWork, tenant: Tenant, endpoint_id: str, since: datetime) -> int:
-    ep = await get_endpoint(uow, tenant, endpoint_id)
+    ep = await get_endpoint(uow, tenant, endpoint_id, for_deliveries=True)
     return await uow.deliveries.replay(tenant, ep, as_utc(since), utcnow())
 
 
@@ -181,11 +184,8 @@ async def list_deliveries(uow: UnitOfWork, tenant: Tenant, endpoint_id: str,
 
 async def create_test_delivery(uow: UnitOfWork, tenant: Tenant,
                                endpoint_id: str) -> tuple[Endpoint, Event, int, str]:
-    """A webhook.test event with a delivery to this endpoint only, sent by the caller now.
-    The endpoint is locked (PostgreSQL), as `enabled` locks a change's: one being deleted
-    meanwhile is waited for and then not found (404), where the delivery's key check used to
-    fail the transaction and its retry found nothing."""
-    ep = await get_endpoint(uow, tenant, endpoint_id, for_update=True)
+    """A webhook.test event with a delivery to this endpoint only, sent by the caller now."""
+    ep = await get_endpoint(uow, tenant, endpoint_id, for_deliveries=True)
     now = utcnow()
     event = Event(WEBHOOK_TEST, now, {"endpoint_id": ep.id, "message": "Stockbell test event"})
     await uow.events.add_many(tenant, [event])

@@ -82,10 +82,18 @@ class SqlWebhooks:
         endpoint.pk = int(res.scalar_one())
         return endpoint
 
-    async def get(self, tenant: Tenant, endpoint_id: str,
-                  for_update: bool = False) -> Endpoint | None:
+    async def get(self, tenant: Tenant, endpoint_id: str, for_update: bool = False,
+                  for_deliveries: bool = False) -> Endpoint | None:
+        """`for_update`: locked for a read-modify-write or a deletion (PostgreSQL).
+        `for_deliveries`: locked `FOR KEY SHARE` until commit, as `enabled` locks them, by a
+        transaction that queues deliveries to it (a deletion waits for it, and it for a
+        deletion)."""
         stmt = sa.select(we).where(_scoped(tenant), we.c.id == endpoint_id)
-        res = await self.conn.execute(stmt.with_for_update() if for_update else stmt)
+        if for_update:
+            stmt = stmt.with_for_update()
+        elif for_deliveries:
+            stmt = stmt.with_for_update(read=True, key_share=True)
+        res = await self.conn.execute(stmt)
         row = res.first()
         return endpoint_of(row._mapping) if row else None
 
