@@ -7,7 +7,8 @@ endpoint deleted under it (its foreign key check failed the whole change before:
 driver's COPY error is not one the unit of work retries), and a deletion removes every
 delivery that was queued before it.
 
-SQLite has one writer at a time: none of this can interleave there.
+SQLite has one writer at a time: none of this can interleave there (the last test, on
+what a worker records for an endpoint deleted while it sent, runs on both).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import pytest
 
 from stockbell.domain.errors import NotFound
 from stockbell.domain.events import INVENTORY_COUNT_UPDATED, Event
+from stockbell.domain.webhooks import Attempt, AttemptResult, DeliveryStatus, RetryPolicy
 from stockbell.service import webhooks as webhooks_service
 from stockbell.service.clock import utcnow
 from stockbell.service.outbox import persist_events
 from stockbell.store.database import SqlDatabase
-from tests.integration.test_delivery_queue import queued, run, url
+from tests.integration.test_delivery_queue import claim, queued, run, url
 
 __all__ = ["url"]  # the fixture, imported for the tests below
 T = TypeVar("T")
@@ -144,5 +146,35 @@ def test_a_replay_to_an_endpoint_being_deleted_is_not_found(url: str) -> None:
         with pytest.raises(NotFound):
             await asyncio.wait_for(replay, 10)
         assert await _count(db, "deliveries") == 0
+
+    run(url, go)
+
+
+def test_results_for_an_endpoint_deleted_in_flight_do_not_sink_the_others(url: str) -> None:
+    """A worker's flush records results for many endpoints in one transaction. Deleting an
+    endpoint while its deliveries are being sent removes them; their results are dropped,
+    and every other endpoint's are recorded (the flush used to fail on the attempts' key,
+    and the whole batch was sent again once its leases ran out). Both databases."""
+
+    async def go(db: SqlDatabase) -> None:
+        tenant, gone, _ = await queued(db, 2)
+        kept = await db.run(lambda uow: webhooks_service.create_endpoint(
+            uow, tenant, "https://kept.example/hook", None, None, True, "native"))
+        more = [Event(INVENTORY_COUNT_UPDATED, utcnow(), {"n": 9})]
+        await db.run(lambda uow: persist_events(uow, tenant, more))  # to both endpoints
+        claimed = await claim(db, utcnow())
+        assert {c.endpoint.pk for c in claimed} == {gone.pk, kept.pk}
+        await db.run(lambda uow: webhooks_service.delete_endpoint(uow, tenant, gone.id))
+        results = [AttemptResult(c.pk, c.endpoint.pk or 0, c.attempts,
+                                 Attempt(utcnow(), 1.0, 200, None, "ok"), None, c.lease_until)
+                   for c in claimed]
+        await db.run(lambda uow: webhooks_service.record_results(
+            uow, results, RetryPolicy.parse("1"), timedelta(hours=1)))
+        [mine] = [c for c in claimed if c.endpoint.pk == kept.pk]
+        row = await db.run(lambda uow: uow.deliveries.get(tenant, mine.id))
+        assert row is not None
+        assert (row.status, row.attempts) == (DeliveryStatus.SUCCEEDED, 1)
+        assert await _count(db, "deliveries") == 1
+        assert await _count(db, "delivery_attempts") == 1
 
     run(url, go)

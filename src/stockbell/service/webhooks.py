@@ -204,6 +204,11 @@ async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: 
     Returns the earliest rescheduled attempt, so the dispatcher can wake for it."""
     now = utcnow()
     endpoints = await uow.webhooks.by_pks(r.endpoint_pk for r in results)
+    # An endpoint deleted while its deliveries were in flight took them with it: their
+    # results have nothing left to land on, and writing them would fail the attempts' key
+    # and with it every other endpoint's results in this batch. The endpoints found are
+    # locked now, so their deliveries stay until this commits.
+    results = [r for r in results if r.endpoint_pk in endpoints]
     await uow.deliveries.add_attempts([(r.delivery_pk, r.attempt) for r in results])
     updates = []
     health: dict[int, Verdict] = {}
