@@ -228,10 +228,9 @@ async def record_results(uow: UnitOfWork, results: list[AttemptResult], policy: 
         if health.get(r.endpoint_pk) is not Verdict.GONE:
             health[r.endpoint_pk] = verdict
     await uow.deliveries.settle(updates, now)
-    for pk, verdict in health.items():
-        if pk in endpoints:
-            tenant, ep = endpoints[pk]
-            await _track_health(uow, tenant, ep, verdict, disable_after, now)
+    for pk, verdict in health.items():  # only endpoints still there (filtered above)
+        tenant, ep = endpoints[pk]
+        await _track_health(uow, tenant, ep, verdict, disable_after, now)
     return min((u[3] for u in updates if u[3] is not None), default=None)
 
 
