@@ -360,9 +360,10 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher.purge_failed")
             return
-        if done.deliveries or done.events or done.keys:
+        if done.deliveries or done.events or done.keys or done.changes:
             log.info("retention.purged", deliveries=done.deliveries, events=done.events,
-                     idempotency_keys=done.keys, before=cutoff.isoformat(),
+                     idempotency_keys=done.keys, changes=done.changes,
+                     before=cutoff.isoformat(),
                      seconds=round(time.monotonic() - started, 3))
 
 

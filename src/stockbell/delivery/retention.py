@@ -1,5 +1,5 @@
-"""Retention: settled deliveries, the events nobody is owed any more and the stored answers
-of idempotency keys go after a while (STOCKBELL_RETENTION_DAYS).
+"""Retention: settled deliveries, the events nobody is owed any more, the stored answers
+of idempotency keys and the change ledger go after a while (STOCKBELL_RETENTION_DAYS).
 
 The purge deletes a bounded chunk per transaction. In one transaction a month of a busy
 log would hold SQLite's one write lock (every change and every claim waiting behind it)
@@ -45,13 +45,16 @@ class Purged:
     deliveries: int
     events: int
     keys: int  # idempotency keys
+    changes: int  # rows of the change ledger (inventory_changes)
 
 
 async def purge(db: SqlDatabase, cutoff: datetime, chunk: int = PURGE_CHUNK,
                 stop: asyncio.Event | None = None) -> Purged:
     """Delete deliveries settled before `cutoff` with their attempts, then the events
     created before it that no delivery names (so an event still owed is kept), then the
-    idempotency keys stored before it. Once `stop` is set it ends after the chunk in hand."""
+    idempotency keys stored before it, then the change ledger's rows recorded before it
+    (every change, applied or ignored, is a row: without this the ledger grew without
+    end). Once `stop` is set it ends after the chunk in hand."""
     async def keys(uow: UnitOfWork, _: int) -> tuple[int, int | None]:
         # Deleted keys leave the oldest first, so each chunk starts from the top again.
         n = await uow.idempotency.purge_before(cutoff, chunk)
@@ -61,4 +64,7 @@ async def purge(db: SqlDatabase, cutoff: datetime, chunk: int = PURGE_CHUNK,
         cutoff, after, chunk), stop)
     events = await _sweep(db, lambda uow, after: uow.events.purge_before(cutoff, after, chunk),
                           stop)
-    return Purged(deliveries, events, await _sweep(db, keys, stop))
+    done_keys = await _sweep(db, keys, stop)
+    changes = await _sweep(db, lambda uow, after: uow.stock.purge_before(cutoff, after, chunk),
+                           stop)
+    return Purged(deliveries, events, done_keys, changes)

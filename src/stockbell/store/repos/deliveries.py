@@ -27,6 +27,7 @@ from stockbell.domain.webhooks import (
 from stockbell.service.ids import id_range, new_id, new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import Claimed, Settlement
+from stockbell.store.repos.aging import next_chunk
 from stockbell.store.repos.bulk import (
     INLINE_KEYS,
     driver,
@@ -394,19 +395,23 @@ class SqlDeliveries:
 
     async def purge_before(self, cutoff: datetime, after: int,
                            limit: int) -> tuple[int, int | None]:
-        """Delete the next `limit` settled deliveries (by pk, past `after`) last changed
-        before `cutoff`, with their attempts. Returns how many went and the last pk looked
-        at (None: nothing left). On PostgreSQL they are locked as they are chosen, so a
-        retry that makes one pending again either waits for the purge or is seen by it."""
+        """Delete, of the next `limit` deliveries by pk past `after`, the settled ones last
+        changed before `cutoff`, with their attempts. Returns how many went and where the
+        next chunk starts (None: done; the walk ends at the first delivery created on or
+        after `cutoff`, none of which can be due, `aging`). On PostgreSQL they are locked as
+        they are chosen, so a retry that makes one pending again either waits for the purge
+        or is seen by it."""
+        chunk = await next_chunk(self.conn, d.c.pk, d.c.created_at, cutoff, after, limit)
+        if chunk is None:
+            return 0, None
         old = (sa.select(d.c.pk)
-               .where(d.c.pk > after, d.c.status != DeliveryStatus.PENDING.value,
-                      d.c.updated_at < cutoff)
-               .order_by(d.c.pk).limit(limit))
+               .where(d.c.pk > after, d.c.pk <= chunk.last,
+                      d.c.status != DeliveryStatus.PENDING.value, d.c.updated_at < cutoff)
+               .order_by(d.c.pk))
         if self.conn.dialect.name == "postgresql":
             old = old.with_for_update(skip_locked=True)
         pks = list((await self.conn.execute(old)).scalars())
-        if not pks:
-            return 0, None
-        await self.conn.execute(sa.delete(da).where(da.c.delivery_pk.in_(pks)))
-        await self.conn.execute(sa.delete(d).where(d.c.pk.in_(pks)))
-        return len(pks), pks[-1]
+        if pks:
+            await self.conn.execute(sa.delete(da).where(da.c.delivery_pk.in_(pks)))
+            await self.conn.execute(sa.delete(d).where(d.c.pk.in_(pks)))
+        return len(pks), (None if chunk.final else chunk.last)

@@ -16,6 +16,7 @@ from stockbell.service.ids import new_ids
 from stockbell.service.pagination import PageRequest
 from stockbell.service.ports import FiredRow, FiredScene
 from stockbell.store.repos import fired_events
+from stockbell.store.repos.aging import next_chunk
 from stockbell.store.repos.bulk import RowWrite, defer_rows, insert_rows
 from stockbell.store.tables import deliveries, events
 from stockbell.store.types import json_text, to_micros
@@ -83,23 +84,30 @@ class SqlEvents:
 
     async def purge_before(self, cutoff: datetime, after: int,
                            limit: int) -> tuple[int, int | None]:
-        """Delete, of the next `limit` events created before `cutoff` (by pk, past `after`),
-        those no delivery names any more: retention never drops an event still owed to a
-        receiver. Returns how many went and the last pk looked at (None: nothing left).
+        """Delete, of the next `limit` events by pk past `after`, those created before
+        `cutoff` that no delivery names any more: retention never drops an event still owed
+        to a receiver. Returns how many went and where the next chunk starts (None: done;
+        the walk ends where the retained events start, `aging`).
 
         On PostgreSQL the events are locked first (`SKIP LOCKED`: one being replayed is left
         for the next purge) and the deliveries checked after, by a statement of its own whose
         snapshot sees a replay that committed meanwhile: with no foreign key to do it
         (migration 0008), that is what keeps a delivery from naming a deleted event."""
+        chunk = await next_chunk(self.conn, events.c.pk, events.c.created_at, cutoff, after,
+                                 limit)
+        if chunk is None:
+            return 0, None
         old = (sa.select(events.c.pk)
-               .where(events.c.pk > after, events.c.created_at < cutoff)
-               .order_by(events.c.pk).limit(limit))
+               .where(events.c.pk > after, events.c.pk <= chunk.last,
+                      events.c.created_at < cutoff)
+               .order_by(events.c.pk))
         if self.conn.dialect.name == "postgresql":
             old = old.with_for_update(skip_locked=True)
         pks = list((await self.conn.execute(old)).scalars())
-        if not pks:
-            return 0, None
-        named = sa.select(deliveries.c.pk).where(deliveries.c.event_id == events.c.id)
-        res = await self.conn.execute(
-            sa.delete(events).where(events.c.pk.in_(pks), ~named.exists()).returning(events.c.pk))
-        return len(res.all()), pks[-1]
+        deleted = 0
+        if pks:
+            named = sa.select(deliveries.c.pk).where(deliveries.c.event_id == events.c.id)
+            res = await self.conn.execute(sa.delete(events).where(
+                events.c.pk.in_(pks), ~named.exists()).returning(events.c.pk))
+            deleted = len(res.all())
+        return deleted, (None if chunk.final else chunk.last)

@@ -18,8 +18,9 @@ from stockbell.domain.stock import (
     StockKey,
     StockLedger,
 )
+from stockbell.store.repos.aging import next_chunk
 from stockbell.store.repos.bulk import RowWrite, defer_rows, fetch_rows, insert_rows
-from stockbell.store.tables import availability, market_locations, stock
+from stockbell.store.tables import availability, inventory_changes, market_locations, stock
 from stockbell.store.types import from_micros, to_micros
 
 _STOCK = ("item_id", "location_id", "state", "quantity", "counted_at", "updated_at")
@@ -241,3 +242,17 @@ class SqlStock:
         await self.conn.execute(
             sa.insert(availability).from_select(["item_id", "scope_key", "quantity"], totals)
         )
+
+    async def purge_before(self, cutoff: datetime, after: int,
+                           limit: int) -> tuple[int, int | None]:
+        """Delete the change ledger's rows recorded before `cutoff` among the next `limit`
+        by id past `after`. Returns how many went and where the next chunk starts (None:
+        done). No index on the ledger's time (every change would pay for it): the walk goes
+        by id and ends where the retained rows start (`aging`)."""
+        ic = inventory_changes
+        chunk = await next_chunk(self.conn, ic.c.id, ic.c.created_at, cutoff, after, limit)
+        if chunk is None:
+            return 0, None
+        res = await self.conn.execute(sa.delete(ic).where(
+            ic.c.id > after, ic.c.id <= chunk.last, ic.c.created_at < cutoff))
+        return res.rowcount, (None if chunk.final else chunk.last)
