@@ -89,10 +89,12 @@ async def test_many_codes_read_what_a_few_at_a_time_do(db_url: str) -> None:
             keys = {(r.id, locs[codes[n % len(codes)]].id, "IN_STOCK")
                     for n, r in enumerate(refs[sku] for sku in skus)}
             ledger = await uow.stock.load(keys, set())
-            for item_id, location_id, state in keys:
-                rows = await uow.stock.stock_of_item(item_id)
-                assert [(location_id, state, ledger.quantities[item_id, location_id, state])
-                        ] == rows
+            for n, sku in enumerate(skus):
+                item_id, place = refs[sku].id, locs[codes[n % len(codes)]]
+                found = await uow.stock.item_stock(tenant, sku)
+                assert found is not None
+                assert found.stock == [(place.id, place.code, "IN_STOCK",
+                                        ledger.quantities[item_id, place.id, "IN_STOCK"])]
             assert len({ledger.quantities[k] for k in keys}) == 7
             theirs = await uow.catalog.item_refs_by_sku(other, wanted)
             assert sorted(theirs) == skus[:5]
@@ -383,11 +385,12 @@ async def test_a_group_that_waited_for_the_lock_reads_the_stock_again(db_url: st
             refs = await uow.catalog.item_refs_by_sku(tenant, ["W1"])
             item_id = refs["W1"].id
             assert item_id is not None
-            return (await uow.stock.stock_of_item(item_id),
-                    await uow.stock.availability(item_id, "*"))
+            found = await uow.stock.item_stock(tenant, "W1")
+            assert found is not None
+            return found.stock, await uow.stock.availability(item_id, "*")
 
         rows, total = await db.run(level)
-        assert [(r[1], r[2]) for r in rows] == [("IN_STOCK", 15_000_000)]
+        assert [(r[2], r[3]) for r in rows] == [("IN_STOCK", 15_000_000)]
         assert total == 15_000_000
     finally:
         await db.dispose()

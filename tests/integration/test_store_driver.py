@@ -24,7 +24,7 @@ from stockbell.domain.catalog import Item, Location, Market
 from stockbell.domain.stock import Adjustment, Count, Outcome, StockLedger, StockState
 from stockbell.service import accounts, catalog, inventory, webhooks
 from stockbell.service.inventory import ChangeInput
-from stockbell.service.ports import UnitOfWork
+from stockbell.service.ports import ItemStock, UnitOfWork
 from stockbell.store.database import SqlDatabase
 from stockbell.store.repos.bulk import pg_array
 from stockbell.store.repos.webhooks import endpoints_by_pks
@@ -132,28 +132,35 @@ async def test_point_reads_match_the_sqlalchemy_statements_they_replaced(db_url:
                     items.c.account_id == tenant.account_id, items.c.sku_code == sku))).one()
                 assert await uow.catalog.get_item(tenant, sku) == _item(ref._mapping)
             assert await uow.catalog.get_item(tenant, "NOPE") is None
-            no_stock = _item(ref._mapping).id  # P-2, read last
             item = await uow.catalog.get_item(tenant, "P-1")
             assert item is not None
             assert item.id is not None
-            ref_stock = [tuple(r) for r in await conn.execute(
-                sa.select(stock.c.location_id, stock.c.state, stock.c.quantity)
-                .where(stock.c.item_id == item.id)
-                .order_by(stock.c.location_id, stock.c.state))]
-            assert await uow.stock.stock_of_item(item.id) == ref_stock
-            assert len(ref_stock) == 2
-            ref_avail = dict(tuple(r) for r in await conn.execute(  # type: ignore[misc]
-                sa.select(availability.c.scope_key, availability.c.quantity)
-                .where(availability.c.item_id == item.id)))
-            assert await uow.stock.availability_of_item(item.id) == ref_avail
-            assert {k[:2] for k in ref_avail} == {"*", "L:", "M:"}  # every kind of scope
-            assert await uow.stock.stock_of_item(no_stock or 0) == []
             loc_ids = [r[0] for r in await conn.execute(sa.select(locations.c.id).where(
                 locations.c.account_id == tenant.account_id))]
             mkt_ids = [r[0] for r in await conn.execute(sa.select(markets.c.id).where(
                 markets.c.account_id == tenant.account_id))]
             codes = await uow.catalog.scope_codes(loc_ids, mkt_ids)
             assert sorted(codes.values()) == ["EU", "L1", "L2"]
+            # the inventory view's one statement against SQLAlchemy's statements per part
+            ref_stock = [tuple(r) for r in await conn.execute(
+                sa.select(stock.c.location_id, locations.c.code, stock.c.state,
+                          stock.c.quantity)
+                .join(locations, locations.c.id == stock.c.location_id)
+                .where(stock.c.item_id == item.id)
+                .order_by(stock.c.location_id, stock.c.state))]
+            found = await uow.stock.item_stock(tenant, "P-1")
+            assert found is not None
+            assert found.sku_code == "P-1"
+            assert found.stock == ref_stock
+            assert len(ref_stock) == 2
+            ref_avail = {r[0]: r[1] for r in await conn.execute(
+                sa.select(availability.c.scope_key, availability.c.quantity)
+                .where(availability.c.item_id == item.id))}
+            assert sorted(found.availability) == sorted(
+                (key, codes.get(key), qty) for key, qty in ref_avail.items())
+            assert {k[:2] for k in ref_avail} == {"*", "L:", "M:"}  # every kind of scope
+            assert await uow.stock.item_stock(tenant, "P-2") == ItemStock("P-2", [], [])
+            assert await uow.stock.item_stock(tenant, "NOPE") is None
             assert await uow.catalog.scope_codes([], []) == {}
             for sub in made:
                 ref_sub = (await conn.execute(_SELECT.where(subs_table.c.id == sub.id))).one()

@@ -535,29 +535,22 @@ def _outcome_view(
 
 
 async def inventory_of(uow: UnitOfWork, tenant: Tenant, sku_code: str) -> dict[str, Any]:
-    item = await uow.catalog.get_item(tenant, sku_code)
-    if item is None or item.id is None:
+    found = await uow.stock.item_stock(tenant, sku_code)
+    if found is None:
         raise NotFound(f"item {sku_code!r} does not exist")
-    rows = await uow.stock.stock_of_item(item.id)
-    avail = await uow.stock.availability_of_item(item.id)
-    loc_ids = {r[0] for r in rows} | {
-        Scope.from_key(k).ref or 0 for k in avail if k.startswith("L:")
-    }
-    mkt_ids = {Scope.from_key(k).ref or 0 for k in avail if k.startswith("M:")}
-    codes = await uow.catalog.scope_codes(loc_ids, mkt_ids)
     by_loc: dict[str, dict[str, str]] = {}
-    for loc_id, state, qty in rows:
-        by_loc.setdefault(codes.get(f"L:{loc_id}", str(loc_id)), {})[state] = from_micro(qty)
+    for loc_id, code, state, qty in found.stock:
+        by_loc.setdefault(code if code is not None else str(loc_id), {})[state] = \
+            from_micro(qty)
     scopes = []
-    for key, qty in sorted(avail.items()):
-        scope = Scope.from_key(key)
-        view = scope_view(scope, codes.get(key))
+    for key, code, qty in sorted(found.availability):
+        view = scope_view(Scope.from_key(key), code)
         view["availability"] = from_micro(qty)
         scopes.append(view)
     if not any(s["type"] == ScopeKind.ALL.value for s in scopes):
         scopes.insert(0, {"type": "all", "code": None, "availability": "0"})
     return {
-        "sku_code": item.sku_code,
+        "sku_code": found.sku_code,
         "locations": [{"location": k, "quantities": v} for k, v in sorted(by_loc.items())],
         "availability": scopes,
     }

@@ -70,14 +70,24 @@ class CatalogRepo(Protocol):
     async def bump_sequences(self, counts: dict[int, int]) -> dict[int, int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ItemStock:
+    """One item's stock as `GET /v1/inventory/{sku}` shows it, read in one statement."""
+
+    sku_code: str
+    # (location id, its code or None if gone, state, quantity), by location id and state
+    stock: list[tuple[int, str | None, str, int]]
+    # (scope key, its location's or market's code or None, quantity)
+    availability: list[tuple[str, str | None, int]]
+
+
 class StockRepo(Protocol):
     async def load(
         self, stock_keys: Iterable[StockKey], availability_keys: Iterable[AvailabilityKey]
     ) -> StockLedger: ...
     async def save(self, tenant: Tenant, ledger: StockLedger, outcomes: Sequence[Outcome],
                    now: datetime) -> None: ...
-    async def stock_of_item(self, item_id: int) -> list[tuple[int, str, int]]: ...
-    async def availability_of_item(self, item_id: int) -> dict[str, int]: ...
+    async def item_stock(self, tenant: Tenant, sku_code: str) -> ItemStock | None: ...
     async def availability(self, item_id: int, scope_key: str) -> int: ...
     async def rebuild_market(self, tenant: Tenant, market_id: int) -> None: ...
     async def purge_before(
