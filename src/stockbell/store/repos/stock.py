@@ -110,20 +110,23 @@ class StockPrefetch:
 # GET /v1/inventory/{sku} in one statement: the item (kind 0), its stock rows with their
 # locations' codes (1) and its availability rows with their scopes' codes (2). Four
 # statements until the twenty-fifth session, each a round trip (on PostgreSQL through
-# autocommit, ~0.1 ms of `serve`'s CPU and a turn of its loop apiece). A scope key's id is
+# autocommit, ~0.1 ms of `serve`'s CPU and a turn of its loop apiece). The codes are
+# scalar subqueries, one primary-key probe per row whatever the plan (a join was planned as
+# a merge along the locations' whole key when the ids lay far apart). A scope key's id is
 # cast only where its prefix says it is one (CASE keeps "*" from the cast).
 _ITEM_STOCK = (
     "WITH i AS MATERIALIZED (SELECT id, sku_code FROM items "
     "WHERE account_id = {p1} AND mode = {p2} AND sku_code = {p3}) "
     "SELECT 0 AS kind, NULL AS ref, sku_code AS name, NULL AS quantity, NULL AS code FROM i "
-    "UNION ALL SELECT 1, s.location_id, s.state, s.quantity, l.code "
-    "FROM i JOIN stock AS s ON s.item_id = i.id LEFT JOIN locations AS l ON l.id = s.location_id "
-    "UNION ALL SELECT 2, NULL, a.scope_key, a.quantity, coalesce(l.code, m.code) "
+    "UNION ALL SELECT 1, s.location_id, s.state, s.quantity, "
+    "(SELECT code FROM locations WHERE id = s.location_id) "
+    "FROM i JOIN stock AS s ON s.item_id = i.id "
+    "UNION ALL SELECT 2, NULL, a.scope_key, a.quantity, "
+    "coalesce((SELECT code FROM locations WHERE id = CASE WHEN substr(a.scope_key, 1, 2) = 'L:' "
+    "THEN CAST(substr(a.scope_key, 3) AS {int}) END), "
+    "(SELECT code FROM markets WHERE id = CASE WHEN substr(a.scope_key, 1, 2) = 'M:' "
+    "THEN CAST(substr(a.scope_key, 3) AS {int}) END)) "
     "FROM i JOIN availability AS a ON a.item_id = i.id "
-    "LEFT JOIN locations AS l ON l.id = CASE WHEN substr(a.scope_key, 1, 2) = 'L:' "
-    "THEN CAST(substr(a.scope_key, 3) AS {int}) END "
-    "LEFT JOIN markets AS m ON m.id = CASE WHEN substr(a.scope_key, 1, 2) = 'M:' "
-    "THEN CAST(substr(a.scope_key, 3) AS {int}) END "
     "ORDER BY kind, ref, name")
 _ITEM_STOCK_PG = _ITEM_STOCK.format(p1="$1", p2="$2", p3="$3", int="bigint")
 _ITEM_STOCK_SQLITE = _ITEM_STOCK.format(p1="?1", p2="?2", p3="?3", int="INTEGER")
