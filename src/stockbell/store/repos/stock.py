@@ -111,9 +111,9 @@ class StockPrefetch:
 # locations' codes (1) and its availability rows with their scopes' codes (2). Four
 # statements until the twenty-fifth session, each a round trip (on PostgreSQL through
 # autocommit, ~0.1 ms of `serve`'s CPU and a turn of its loop apiece). The codes are
-# scalar subqueries, one primary-key probe per row whatever the plan (a join was planned as
-# a merge along the locations' whole key when the ids lay far apart). A scope key's id is
-# cast only where its prefix says it is one (CASE keeps "*" from the cast).
+# scalar subqueries, one primary-key probe per row whatever the plan (a join can be planned
+# as a merge that reads the locations' key from its start). A scope key's id is cast only
+# where its prefix says it is one (CASE keeps "*" from the cast).
 _ITEM_STOCK = (
     "WITH i AS MATERIALIZED (SELECT id, sku_code FROM items "
     "WHERE account_id = {p1} AND mode = {p2} AND sku_code = {p3}) "
