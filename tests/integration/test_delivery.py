@@ -9,6 +9,7 @@ shared with test_webhooks_api.py and test_webhooks_doc.py.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import socket
@@ -330,6 +331,24 @@ def test_delivery_is_signed_and_carries_the_native_envelope(shop: Tenant) -> Non
     assert tampered.body != got.body
     with pytest.raises(WebhookVerificationError, match="signature"):
         verify(ep["secret"], tampered)
+
+
+def test_the_answer_is_asked_for_and_recorded_uncompressed(shop: Tenant) -> None:
+    # A receiver that compresses whenever the request allows it: the attempt's excerpt must
+    # still be its text (the sender keeps an excerpt and never decompresses).
+    def answer(got: Received) -> Reply:
+        if "gzip" in got.headers.get("accept-encoding", ""):
+            return Reply(200, gzip.compress(b"accepted"), {"Content-Encoding": "gzip"})
+        return Reply(200, b"accepted")
+
+    with Receiver(default=answer) as rx:
+        ep = endpoint(shop, rx.url())
+        count(shop, 2)
+        d = only_delivery(shop, ep["id"], "inventory.count.updated")
+        done = settled(shop, d["id"])
+        [got] = rx.of(d["event_id"])
+    assert got.headers["accept-encoding"] == "identity"
+    assert [a["response_excerpt"] for a in done["attempt_log"]] == ["accepted"]
 
 
 def test_dispatcher_wakes_at_once(calm: Server) -> None:

@@ -68,7 +68,10 @@ class Sender:
                 # total: see _watch
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
                                               sock_read=self.timeouts.read),
-                headers={"User-Agent": USER_AGENT},
+                # The answer is kept only as an excerpt, never decompressed: ask for it
+                # uncompressed (aiohttp would otherwise offer gzip and deflate, and a
+                # receiver that took it up was recorded as binary noise).
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 auto_decompress=False,
                 # A webhook never carries cookies: one receiver's Set-Cookie must not travel
                 # to the next request (and a jar costs a lookup per request).
