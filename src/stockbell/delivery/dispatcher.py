@@ -255,6 +255,7 @@ class Dispatcher:
 
     async def _lane(self, pk: int, queue: deque[Queued]) -> None:
         """Send this endpoint's queued deliveries one after another."""
+        me = asyncio.current_task()
         try:
             while queue:
                 c, start_by = queue.popleft()
@@ -264,7 +265,7 @@ class Dispatcher:
                         # delivery to be claimed again, rather than sent twice by two workers.
                         log.info("delivery.lease_short", delivery=c.id)
                     else:
-                        await self._send(c)
+                        await self._send(c, me)
                 finally:
                     self.outstanding -= 1
                     if self.outstanding <= self.window - self.refill:
@@ -272,7 +273,8 @@ class Dispatcher:
                 if self.starved:
                     break  # another endpoint waits for a lane: hand this one over
         finally:
-            self.lanes.discard(asyncio.current_task())
+            if me is not None:
+                self.lanes.discard(me)
             self.lanes_of[pk] -= 1
             if queue:
                 # served for now: queue behind the endpoints that wait
@@ -281,11 +283,12 @@ class Dispatcher:
                 del self.queues[pk], self.lanes_of[pk]
             self._spawn()
 
-    async def _send(self, c: Claimed) -> None:
+    async def _send(self, c: Claimed, lane: asyncio.Task[None] | None) -> None:
         assert c.endpoint.pk is not None
         try:
             headers, body = signed_request(c)
-            attempt, retry_after = await self.sender.post(c.endpoint.url, headers, body)
+            attempt, retry_after = await self.sender.post(c.endpoint.url, headers, body,
+                                                          lane)
         except Exception as exc:
             # The lease runs out and the delivery is sent again: at-least-once holds.
             log.error("delivery.task_failed", delivery=c.id, error=repr(exc))

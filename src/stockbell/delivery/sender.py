@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -117,8 +118,11 @@ class Sender:
         self._refusals[url] = refusal
         return refusal
 
-    async def post(self, url: str, headers: dict[str, str],
-                   body: str) -> tuple[Attempt, float | None]:
+    async def post(self, url: str, headers: dict[str, str], body: str,
+                   task: asyncio.Task[Any] | None = None) -> tuple[Attempt, float | None]:
+        """One attempt. `task` is the task awaiting this (the watchdog cancels it when the
+        attempt runs out of time): a dispatcher lane passes its own, looked up once per lane
+        instead of once per attempt."""
         started_at = utcnow()
         t0 = time.perf_counter()
         status: int | None = None
@@ -129,10 +133,10 @@ class Sender:
         if refusal is not None:
             error = refusal
         else:
-            task = asyncio.current_task()
+            task = task or asyncio.current_task()
             assert task is not None
             try:
-                session = await self.session()
+                session = self._session or await self.session()
                 self._deadlines[task] = time.monotonic() + self.timeouts.total
                 async with session.post(url, data=body.encode(), headers=headers,
                                         allow_redirects=False) as resp:

@@ -35,9 +35,19 @@ def _keyed(secret: str) -> hmac.HMAC:
     return hmac.new(_key(secret), digestmod=hashlib.sha256)
 
 
+def unix_seconds(timestamp: datetime) -> int:
+    """Whole seconds, as standardwebhooks counts them (a naive time is taken as UTC)."""
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return math.floor(timestamp.timestamp())
+
+
 def signature_header(secrets: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
     """Space-separated `v1,<base64>` signatures, one per active secret (rotation overlap)."""
-    seconds = math.floor(timestamp.replace(tzinfo=UTC).timestamp())  # as standardwebhooks
+    return _signatures(secrets, msg_id, unix_seconds(timestamp), body)
+
+
+def _signatures(secrets: list[str], msg_id: str, seconds: int, body: str) -> str:
     signed = f"{msg_id}.{seconds}.{body}".encode()
     out = []
     for s in secrets:
@@ -49,8 +59,9 @@ def signature_header(secrets: list[str], msg_id: str, timestamp: datetime, body:
 
 def standard_headers(secrets: list[str], msg_id: str, timestamp: datetime,
                      body: str) -> dict[str, str]:
+    seconds = unix_seconds(timestamp)  # once: the header and the signed text must agree
     return {
         "webhook-id": msg_id,
-        "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
+        "webhook-timestamp": str(seconds),
+        "webhook-signature": _signatures(secrets, msg_id, seconds, body),
     }

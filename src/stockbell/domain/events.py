@@ -25,6 +25,9 @@ ALL_TYPES = (
 )
 
 
+_NO_DATA: dict[str, Any] = {}  # replaced at once by `Event.stored`; never read or changed
+
+
 class Event:
     """One observable fact. `data` is its JSON payload; an event read back from the store to
     be sent keeps that payload as the stored text until something reads `data` (see
@@ -64,10 +67,13 @@ class Event:
 
     @classmethod
     def stored(cls, type: str, occurred_at: datetime, text: str,
-               decode: Callable[[str], Any], **fields: Any) -> Event:
+               decode: Callable[[str], Any], *, item_id: int | None = None,
+               sequence: int | None = None, id: str | None = None,
+               created_at: datetime | None = None, pk: int | None = None) -> Event:
         """An event as the store holds it: `text` is its payload's stored JSON, read with
-        `decode` the first time `data` is used."""
-        event = cls(type, occurred_at, {}, **fields)
+        `decode` the first time `data` is used. (The fields are named, not passed on as
+        `**fields`: a claim builds one of these for every delivery.)"""
+        event = cls(type, occurred_at, _NO_DATA, item_id, sequence, id, created_at, pk)
         event._data, event._text, event._decode = None, text, decode
         return event
 

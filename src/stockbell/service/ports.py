@@ -175,9 +175,11 @@ class WebhooksRepo(Protocol):
     async def enabled(self, tenant: Tenant) -> list[Endpoint]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claimed:
-    """A due delivery leased to one dispatcher, with what it needs to send it."""
+    """A due delivery leased to one dispatcher, with what it needs to send it. (Not frozen:
+    a frozen dataclass sets each field through object.__setattr__, ~0.5 us more for every
+    delivery claimed.)"""
 
     pk: int
     id: str

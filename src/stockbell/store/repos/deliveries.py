@@ -102,7 +102,8 @@ RETURNING d.pk, d.id, d.attempts, d.endpoint_pk, e.id, e.type, e.occurred_at, e.
           e.data, e.sequence, e.item_id, e.pk
 """
 
-# SET LOCAL for both, as one statement that also begins the transaction (one round trip).
+# SET LOCAL for both, as one statement (through the driver: SQLAlchemy's execution of it
+# cost the dispatcher ~1 % of its CPU).
 _PG_CLAIM_PLAN = ("SELECT set_config('enable_sort', 'off', true), "
                   "set_config('enable_bitmapscan', 'off', true)")
 
@@ -267,8 +268,8 @@ class SqlDeliveries:
             # say: right after a fan-out queued 100,000 rows (autovacuum analyses a minute
             # later, at best) the planner otherwise reads and sorts the whole queue for every
             # claim: 20 ms instead of 4 per 200 with 10,000 queued, and growing with the queue.
-            await self.conn.exec_driver_sql(_PG_CLAIM_PLAN)
             raw = await driver(self.conn)
+            await raw.execute(_PG_CLAIM_PLAN)
             rows = await raw.fetch(_PG_CLAIM, to_micros(now), to_micros(lease_until), limit)
         else:
             raw = await driver(self.conn)
