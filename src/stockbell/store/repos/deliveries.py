@@ -7,7 +7,7 @@ simply lets its lease run out and another picks the rows up (at-least-once).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -160,10 +160,21 @@ WHERE pk = ?7 AND (?8 IS NULL OR lease_until = ?8)
 """
 
 
-def _records(keys: str, rows: Sequence[tuple[Any, ...]]) -> str:
-    """Row tuples as the JSON text `json_to_recordset` reads: one object per row, keyed by
-    the one-letter column names in `keys`."""
-    return orjson.dumps([dict(zip(keys, row, strict=True)) for row in rows]).decode()
+def _excerpt(a: Attempt) -> str | None:
+    return (a.response_excerpt or "")[:EXCERPT_BYTES] or None
+
+
+def _micros_memo() -> Callable[[datetime | None], int | None]:
+    """`to_micros`, remembered for the batch: a claim's deliveries share one lease time."""
+    memo: dict[datetime | None, int | None] = {}
+
+    def micros(value: datetime | None) -> int | None:
+        try:
+            return memo[value]
+        except KeyError:
+            got = memo[value] = to_micros(value)
+            return got
+    return micros
 
 
 def _first(row: Sequence[Any]) -> Any:
@@ -302,13 +313,18 @@ class SqlDeliveries:
     async def add_attempts(self, rows: Sequence[tuple[int, Attempt]]) -> None:
         if not rows:
             return
-        values = [(pk, to_micros(a.attempted_at), a.duration_ms, a.status_code, a.error,
-                   (a.response_excerpt or "")[:EXCERPT_BYTES] or None) for pk, a in rows]
         raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            await raw.execute(_PG_ADD_ATTEMPTS, _records("ptdcex", values))
+            # The objects `json_to_recordset` reads, written as literals: a tuple per row
+            # zipped with the keys cost 0.4 us more per row.
+            await raw.execute(_PG_ADD_ATTEMPTS, orjson.dumps([
+                {"p": pk, "t": to_micros(a.attempted_at), "d": a.duration_ms,
+                 "c": a.status_code, "e": a.error, "x": _excerpt(a)}
+                for pk, a in rows]).decode())
         else:
-            await sqlite_many(raw, _SQLITE_ADD_ATTEMPTS, values)
+            await sqlite_many(raw, _SQLITE_ADD_ATTEMPTS, [
+                (pk, to_micros(a.attempted_at), a.duration_ms, a.status_code, a.error,
+                 _excerpt(a)) for pk, a in rows])
 
     async def settle(self, updates: Sequence[Settlement], now: datetime) -> None:
         """Record each delivery's outcome. A result sent under a lease only lands while that
@@ -317,14 +333,16 @@ class SqlDeliveries:
         if not updates:
             return
         at = to_micros(now)
+        leased = _micros_memo()
         raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
-            await raw.execute(_PG_SETTLE, _records("psntcel", [
-                (pk, st.value, n, to_micros(nxt), code, err, to_micros(lease))
-                for pk, st, n, nxt, code, err, lease in updates]), at)
+            await raw.execute(_PG_SETTLE, orjson.dumps([
+                {"p": pk, "s": st.value, "n": n, "t": to_micros(nxt), "c": code, "e": err,
+                 "l": leased(lease)}
+                for pk, st, n, nxt, code, err, lease in updates]).decode(), at)
         else:
             await sqlite_many(raw, _SQLITE_SETTLE, [
-                (st.value, n, to_micros(nxt), code, err, at, pk, to_micros(lease))
+                (st.value, n, to_micros(nxt), code, err, at, pk, leased(lease))
                 for pk, st, n, nxt, code, err, lease in updates])
         if any(u[1] is DeliveryStatus.PENDING for u in updates):
             await self._notify()
