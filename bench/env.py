@@ -202,8 +202,12 @@ class Env:
         out = Path(out_dir).resolve() / f"{label}-{self.db}-{target.name}.txt"
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         log = self.tmp / f"py-spy-{target.name}.log"
+        # BENCH_PROFILE_NATIVE=1: C frames too (uvloop's and asyncpg's callbacks, which
+        # have no Python frame of their own and are otherwise dropped as idle), at the price
+        # of pausing the process for each sample (py-spy cannot unwind C stacks without).
+        how = ["--native"] if os.environ.get("BENCH_PROFILE_NATIVE") else ["--nonblocking"]
         popen = subprocess.Popen([spy, "record", "--pid", str(target.pid), "--format", "raw",
-                                  "--rate", "100", "--nonblocking", "-o", str(out)],
+                                  "--rate", "100", *how, "-o", str(out)],
                                  stdout=log.open("wb"), stderr=subprocess.STDOUT)
         self.profilers.append(Proc(f"py-spy-{target.name}", popen, log))
 

@@ -5,8 +5,9 @@
 py-spy counts a thread blocked in `queue.get` or the event loop's `select` as busy in some
 builds; samples whose top frame is one of those waits are dropped (`IDLE`). `--focus`
 keeps only stacks with a frame containing TEXT (e.g. `APIRoute.handle`); percentages are of
-the kept samples. Three lists: top of stack (self), any frame (total), and total for our own
-code (frames under stockbell/).
+the kept samples. Four lists: top of stack (self), any frame (total), total for our own
+code (frames under stockbell/), and what the event loop was running (a task, a protocol's
+callback; with a native profile, `BENCH_PROFILE_NATIVE=1`, also its C-only work).
 """
 
 from __future__ import annotations
@@ -23,10 +24,27 @@ IDLE = ("_connection_worker_thread (aiosqlite/core.py:59)",  # waiting for work
 def _fn(frame: str) -> str:
     """`name (file:line)` -> `name (file)`: one entry per function, not per line."""
     name, _, where = frame.partition(" (")
+    where = where.removesuffix(")")
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else frame
 
 
+LOOP = ("Runner.run (asyncio/runners.py", "uv_run (")  # the event loop's own frames
+
+
+def _entry(frames: list[str]) -> str:
+    """What the event loop was running: the first Python frame under its last loop frame (a
+    task's coroutine, or a protocol's callback), or, for C-only work (a native profile's
+    socket reads and polls), the first two C frames under it."""
+    loop = max((i for i, x in enumerate(frames) if x.startswith(LOOP)), default=-1)
+    rest = frames[loop + 1:]
+    for x in rest:
+        if ".py:" in x:
+            return _fn(x)
+    return " > ".join(_fn(x) for x in rest[:2]) or "(the loop itself)"
+
+
 def summarise(path: str, top: int, focus: str | None) -> str:
+    entries: Counter[str] = Counter()
     self_c: Counter[str] = Counter()
     total_c: Counter[str] = Counter()
     ours: Counter[str] = Counter()
@@ -42,6 +60,7 @@ def summarise(path: str, top: int, focus: str | None) -> str:
                 dropped += count
                 continue
             samples += count
+            entries[_entry(frames)] += count
             self_c[_fn(frames[-1])] += count
             fns = {_fn(x) for x in frames}
             for fn in fns:
@@ -57,6 +76,8 @@ def summarise(path: str, top: int, focus: str | None) -> str:
     out += [f"  {100 * c / samples:5.1f}%  {fr}" for fr, c in total_c.most_common(top)]
     out += ["", "total, stockbell code:"]
     out += [f"  {100 * c / samples:5.1f}%  {fr}" for fr, c in ours.most_common(top)]
+    out += ["", "by what the event loop ran (BENCH_PROFILE_NATIVE=1 shows its C work too):"]
+    out += [f"  {100 * c / samples:5.1f}%  {fr}" for fr, c in entries.most_common(top)]
     return "\n".join(out)
 
 
