@@ -19,6 +19,22 @@ IDLE = ("_connection_worker_thread (aiosqlite/core.py:59)",  # waiting for work
         "Runner.run (asyncio/runners.py:118)",  # the loop with nothing to run
         "select (selectors.py", "_run_once (asyncio/base_events.py:1898)",
         "wait (threading.py", "_worker (concurrent/futures/thread.py")
+WAITS_IN_C = ("epoll_wait", "epoll_pwait")  # a native profile's event loop polling
+
+
+def _idle(frames: list[str]) -> bool:
+    """Whether a sample is a thread waiting. Said by its last Python frame: in a native
+    profile (`BENCH_PROFILE_NATIVE`) C frames follow it, a lock's or a queue's wait under a
+    waiting thread, a socket read under the event loop's own frame (work, not waiting)."""
+    if frames[-1].startswith(WAITS_IN_C):
+        return True
+    python = [x for x in frames if ".py:" in x]
+    if not python:
+        return False
+    last = python[-1]
+    if last.startswith("Runner.run (asyncio/runners.py:118)"):
+        return last == frames[-1]  # with C frames under it, the loop works in C
+    return any(pattern in last for pattern in IDLE)
 
 
 def _fn(frame: str) -> str:
@@ -56,7 +72,7 @@ def summarise(path: str, top: int, focus: str | None) -> str:
                 continue
             count = int(n)
             frames = stack.split(";")
-            if frames[-1].startswith(IDLE) or (focus and not any(focus in x for x in frames)):
+            if _idle(frames) or (focus and not any(focus in x for x in frames)):
                 dropped += count
                 continue
             samples += count

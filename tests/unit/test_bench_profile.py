@@ -22,8 +22,13 @@ def test_samples_are_counted_by_what_the_loop_ran(tmp_path: Path) -> None:
         # the loop reading a socket in C, no Python frame under it
         f"{NATIVE};uv__io_poll (linux.c:431);uv__stream_io (stream.c:1234);"
         "uv__read (stream.c:1100) 4",
-        # idle: dropped
-        f"{LOOP} 10",
+        # idle, dropped: the loop with nothing to run, polling in C, and a thread waiting
+        f"{LOOP} 4",
+        f"{NATIVE};uv__io_poll (linux.c:431);epoll_pwait (libc.so.6) 3",
+        "Thread.run (threading.py:975);_connection_worker_thread (aiosqlite/core.py:59);"
+        "_queue_SimpleQueue_get (_queuemodule.c.h:177) 2",
+        "Thread.run (threading.py:975);WalCheckpointer._loop (stockbell/store/checkpoint.py:62);"
+        "Event.wait (threading.py:629) 1",
     ]) + "\n")
     out = profile.summarise(str(raw), top=10, focus=None)
     assert "8 samples kept" in out
