@@ -104,16 +104,15 @@ class SqlWebhooks:
         return endpoint_of(row._mapping) if row else None
 
     async def by_pks(self, pks: Iterable[int]) -> dict[int, tuple[Tenant, Endpoint]]:
-        wanted = list(pks)
         # Locked (PostgreSQL) and read fresh: the health bookkeeping that follows rewrites these
         # rows, and must not write back a stale copy over a concurrent PATCH or secret rotation.
         # FOR UPDATE, not FOR NO KEY UPDATE: this waits for the transactions that hold these
         # endpoints `FOR KEY SHARE` (`enabled`) rather than sharing the rows with them; shared,
         # PostgreSQL turns each row's lockers into a multixact, and the webhook latency at 200
-        # changes/s grew by a third (p99 13.3-14.6 ms against 9.7-10.0, docs/performance.md,
-        # twenty-fourth session).
+        # changes/s grew by a third (p99 13.3-14.6 ms against 9.7-10.0,
+        # docs/performance-history.md, twenty-fourth session).
         # Through the driver: the dispatcher reads them once per flush of results.
-        found = await endpoints_by_pks(self.conn, wanted, lock=True)
+        found = await endpoints_by_pks(self.conn, pks, lock=True)
         return {pk: (Tenant(ep.extra["account_id"], Mode(ep.extra["mode"])), ep)
                 for pk, ep in found.items()}
 
