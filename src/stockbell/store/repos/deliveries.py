@@ -7,7 +7,8 @@ simply lets its lease run out and another picks the rows up (at-least-once).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -162,19 +163,6 @@ WHERE pk = ?7 AND (?8 IS NULL OR lease_until = ?8)
 
 def _excerpt(a: Attempt) -> str | None:
     return (a.response_excerpt or "")[:EXCERPT_BYTES] or None
-
-
-def _micros_memo() -> Callable[[datetime | None], int | None]:
-    """`to_micros`, remembered for the batch: a claim's deliveries share one lease time."""
-    memo: dict[datetime | None, int | None] = {}
-
-    def micros(value: datetime | None) -> int | None:
-        try:
-            return memo[value]
-        except KeyError:
-            got = memo[value] = to_micros(value)
-            return got
-    return micros
 
 
 def _first(row: Sequence[Any]) -> Any:
@@ -333,7 +321,8 @@ class SqlDeliveries:
         if not updates:
             return
         at = to_micros(now)
-        leased = _micros_memo()
+        # A claim's deliveries share one lease time: converted once per batch.
+        leased = functools.cache(to_micros)
         raw = await driver(self.conn)
         if self.conn.dialect.name == "postgresql":
             await raw.execute(_PG_SETTLE, orjson.dumps([
