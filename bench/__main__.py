@@ -3,8 +3,9 @@
 Scenarios: ingest, batch, subs, fanout, latency, peer, memory, reads (GETs beside the bare
 route, not a bar), retention and replay (the purge's and an endpoint replay's cost per event as the
 log grows), eventlog (a created_after page on a month's log; these three are not bars),
-and the in-process routing, txn and instructions (valgrind) (`all`: every one but
-memory, reads, retention, replay, eventlog, routing, txn, instructions).
+floorparts (PostgreSQL only, not a bar: bar 4a's floor with each table's secondary indexes
+dropped in turn), and the in-process routing, txn and instructions (valgrind) (`all`: every
+one but memory, reads, retention, replay, eventlog, floorparts, routing, txn, instructions).
 Each starts its own database, `stockbell serve`/`worker` and receiver processes on 127.0.0.1,
 runs bounded load, stops everything, and prints one table: figure, baseline measured in the
 same run, ratio, bar.
@@ -21,6 +22,8 @@ import traceback
 
 from bench.scenarios import SCENARIOS
 
+PG_ONLY = ("floorparts",)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -29,9 +32,11 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--quick", action="store_true", help="small and short (< 1 minute)")
     args = parser.parse_args()
+    if args.scenario in PG_ONLY and args.db != "postgres":
+        parser.error(f"{args.scenario} measures PostgreSQL only: add --db postgres")
     # not part of `all`
-    apart = ("memory", "reads", "retention", "replay", "eventlog", "routing", "txn",
-             "instructions")
+    apart = ("memory", "reads", "retention", "replay", "eventlog", "floorparts", "routing",
+             "txn", "instructions")
     names = [n for n in SCENARIOS if n not in apart] if args.scenario == "all" \
         else [args.scenario]
     status = 0

@@ -115,6 +115,45 @@ def sqlite_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
     return took
 
 
+async def pg_floor_steps(conn: Any, account_id: int, item_id: int, n: int) -> dict[str, float]:
+    """Seconds for each step of the floor on one asyncpg connection (`read` includes building
+    the rows in Python; `total` is the transaction's, `COMMIT` included)."""
+    endpoint_pk = await conn.fetchval("SELECT min(pk) FROM webhook_endpoints")
+    steps: dict[str, float] = {}
+    t0 = mark = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now_ = time.perf_counter()
+        steps[step], mark = now_ - mark, now_
+
+    async with conn.transaction():
+        subs = await conn.fetch(f"SELECT {_SUBS} FROM subscriptions WHERE item_id = $1 "
+                                "AND scope_key = '*' AND status = 'active' "
+                                "ORDER BY pk", item_id)
+        item = await conn.fetchrow(f"SELECT {_ITEM} FROM items WHERE id = $1", item_id)
+        tenant = Tenant(account_id, Mode.TEST)
+        now = int(time.time() * 1e6)
+        scene, fired, deliveries = _rows(subs, item, item_id, endpoint_pk, tenant, now)
+        lap("read")
+        sql, params = pg_statement(tenant, scene, fired, from_micros(now))
+        await conn.execute(sql, *params)
+        lap("events")
+        await conn.copy_records_to_table("deliveries", records=deliveries,
+                                         columns=list(_DELIVERY_COLUMNS))
+        lap("deliveries")
+        await conn.execute("UPDATE subscriptions SET status = 'notified', "
+                           "notify_count = notify_count + 1, notified_at = $1, "
+                           "updated_at = $1 WHERE pk = ANY($2::bigint[])",
+                           now, [pk for pk, _ in subs])
+        lap("statuses")
+    lap("commit")
+    steps["total"] = mark - t0
+    if len(subs) != n:
+        raise RuntimeError(f"floor: expected {n} subscriptions, read {len(subs)}")
+    return steps
+
+
 def postgres_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
     """Seconds for the floor on an item of its own (seeded like the measured ones), in the
     bench's database: the same tables and indexes the restock writes to."""
@@ -124,29 +163,8 @@ def postgres_floor(env: Env, account_id: int, item_id: int, n: int) -> float:
 
         conn = await asyncpg.connect(database=env.pg_name, **PG)
         try:
-            endpoint_pk = await conn.fetchval("SELECT min(pk) FROM webhook_endpoints")
-            t0 = time.perf_counter()
-            async with conn.transaction():
-                subs = await conn.fetch(f"SELECT {_SUBS} FROM subscriptions WHERE item_id = $1 "
-                                        "AND scope_key = '*' AND status = 'active' "
-                                        "ORDER BY pk", item_id)
-                item = await conn.fetchrow(f"SELECT {_ITEM} FROM items WHERE id = $1", item_id)
-                tenant = Tenant(account_id, Mode.TEST)
-                now = int(time.time() * 1e6)
-                scene, fired, deliveries = _rows(subs, item, item_id, endpoint_pk, tenant, now)
-                sql, params = pg_statement(tenant, scene, fired, from_micros(now))
-                await conn.execute(sql, *params)
-                await conn.copy_records_to_table("deliveries", records=deliveries,
-                                                 columns=list(_DELIVERY_COLUMNS))
-                await conn.execute("UPDATE subscriptions SET status = 'notified', "
-                                   "notify_count = notify_count + 1, notified_at = $1, "
-                                   "updated_at = $1 WHERE pk = ANY($2::bigint[])",
-                                   now, [pk for pk, _ in subs])
-            took = time.perf_counter() - t0
+            return (await pg_floor_steps(conn, account_id, item_id, n))["total"]
         finally:
             await conn.close()
-        if len(subs) != n:
-            raise RuntimeError(f"floor: expected {n} subscriptions, read {len(subs)}")
-        return took
 
     return asyncio.run(go())

@@ -20,6 +20,7 @@ from bench import seed
 from bench.env import Env, Proc, postgres_cpu_seconds
 from bench.eventlog import eventlog
 from bench.floor import postgres_floor, sqlite_floor
+from bench.floor_parts import floorparts
 from bench.instructions import instructions
 from bench.peer_scenario import peer
 from bench.perf import machine_profile
@@ -538,5 +539,5 @@ SCENARIOS: dict[str, Callable[[str, bool], Table]] = {
     "ingest": ingest, "batch": batch, "subs": subs, "fanout": fanout, "latency": latency,
     "peer": peer, "memory": memory, "routing": routing, "txn": txn,
     "instructions": instructions, "reads": reads, "retention": retention,
-    "replay": replay, "eventlog": eventlog,
+    "replay": replay, "eventlog": eventlog, "floorparts": floorparts,
 }
